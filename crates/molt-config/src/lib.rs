@@ -1,0 +1,458 @@
+//! molt's configuration: profiles, XDG paths, the TOML file and its `MOLT_*` overrides.
+//!
+//! Every key is optional. The effective config is built in three layers, each overriding the
+//! last: embedded defaults, then `molt.toml`, then `MOLT_<UPPER_CASE_PATH>` environment variables
+//! (for example `MOLT_GATEWAY_STOP_BUDGET_MS`). Command-line flags are applied by the caller on
+//! top of that. [`Config::validate`] enforces the rules that no single key can express, such as
+//! "a non-loopback bind needs auth".
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The port of the default profile.
+pub const DEFAULT_PORT: u16 = 18789;
+/// Default stop budget. The unit's `TimeoutStopSec` is derived from it plus a margin.
+pub const DEFAULT_STOP_BUDGET_MS: u64 = 10_000;
+/// Default cap on how long an old process drains after a handover. The new process already
+/// serves during this time, so it never delays a restart.
+pub const DEFAULT_HANDOVER_DRAIN_CAP_MS: u64 = 600_000;
+
+/// An error in the configuration. Its message names the key (or file) and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid environment override {var}={value:?}: {message}")]
+    Env {
+        var: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("invalid profile name {0:?}: use 1-32 characters of a-z, 0-9 and '-'")]
+    Profile(String),
+    #[error("cannot locate the home directory: set HOME")]
+    NoHome,
+}
+
+/// A named, isolated instance of molt: its own config, state dir, port and unit.
+/// The default profile has no name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Profile(Option<String>);
+
+impl Profile {
+    /// Parses a profile name. `None` or an empty string is the default profile.
+    pub fn new(name: Option<&str>) -> Result<Self, ConfigError> {
+        match name {
+            None | Some("") => Ok(Self(None)),
+            Some(n) => {
+                let ok = n.len() <= 32
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !n.starts_with('-');
+                if ok {
+                    Ok(Self(Some(n.to_owned())))
+                } else {
+                    Err(ConfigError::Profile(n.to_owned()))
+                }
+            }
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// `""` for the default profile, `"-P"` otherwise: appended to every directory and unit.
+    pub fn suffix(&self) -> String {
+        self.0.as_ref().map(|n| format!("-{n}")).unwrap_or_default()
+    }
+
+    /// The systemd user unit that runs this profile's gateway.
+    pub fn unit_name(&self) -> String {
+        format!("molt-gateway{}.service", self.suffix())
+    }
+
+    /// The default port: 18789 for the default profile; a stable port derived from the name
+    /// for the others (19000-19999), so that several profiles can run side by side without
+    /// configuration. An explicit `gateway.port` always wins.
+    pub fn default_port(&self) -> u16 {
+        match &self.0 {
+            None => DEFAULT_PORT,
+            Some(name) => {
+                // FNV-1a: stable across builds and platforms, unlike std's hasher.
+                let mut h: u32 = 0x811c_9dc5;
+                for b in name.bytes() {
+                    h ^= u32::from(b);
+                    h = h.wrapping_mul(0x0100_0193);
+                }
+                19_000 + (h % 1000) as u16
+            }
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("default"))
+    }
+}
+
+/// Where a profile's files live (design §3).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config_file: PathBuf,
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// `~/.local/share/molt[-P]`: versions, `current`.
+    pub share_dir: PathBuf,
+}
+
+impl Paths {
+    /// Resolves the XDG locations of `profile` from the environment.
+    pub fn for_profile(profile: &Profile) -> Result<Self, ConfigError> {
+        Self::from_env(profile, |k| std::env::var_os(k).filter(|v| !v.is_empty()))
+    }
+
+    fn from_env(
+        profile: &Profile,
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        let home = var("HOME").map(PathBuf::from);
+        let xdg = |name: &str, fallback: &str| -> Result<PathBuf, ConfigError> {
+            match var(name) {
+                Some(v) => Ok(PathBuf::from(v)),
+                None => home
+                    .as_ref()
+                    .map(|h| h.join(fallback))
+                    .ok_or(ConfigError::NoHome),
+            }
+        };
+        let dir = format!("molt{}", profile.suffix());
+        let config_dir = xdg("XDG_CONFIG_HOME", ".config")?.join(&dir);
+        Ok(Self {
+            config_file: config_dir.join("molt.toml"),
+            config_dir,
+            state_dir: xdg("XDG_STATE_HOME", ".local/state")?.join(&dir),
+            share_dir: xdg("XDG_DATA_HOME", ".local/share")?.join(&dir),
+        })
+    }
+}
+
+/// How clients authenticate to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+    Token,
+    Password,
+}
+
+impl AuthMode {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "token" => Some(Self::Token),
+            "password" => Some(Self::Password),
+            _ => None,
+        }
+    }
+}
+
+/// `[gateway.auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// `None` means the profile's default port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub bind: IpAddr,
+    pub stop_budget_ms: u64,
+    pub handover_drain_cap_ms: u64,
+    pub auth: AuthConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            port: None,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            stop_budget_ms: DEFAULT_STOP_BUDGET_MS,
+            handover_drain_cap_ms: DEFAULT_HANDOVER_DRAIN_CAP_MS,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// The whole `molt.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+}
+
+/// The type of one overridable key; drives how its environment value is parsed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Port,
+    Millis,
+    Addr,
+    Mode,
+    Secret,
+}
+
+/// Every key and its environment override. One list, so `MOLT_*` support cannot drift from
+/// the file format.
+const KEYS: &[(&str, Kind)] = &[
+    ("gateway.port", Kind::Port),
+    ("gateway.bind", Kind::Addr),
+    ("gateway.stop_budget_ms", Kind::Millis),
+    ("gateway.handover_drain_cap_ms", Kind::Millis),
+    ("gateway.auth.mode", Kind::Mode),
+    ("gateway.auth.token", Kind::Secret),
+    ("gateway.auth.password", Kind::Secret),
+];
+
+/// `gateway.stop_budget_ms` -> `MOLT_GATEWAY_STOP_BUDGET_MS`.
+pub fn env_var_for(key: &str) -> String {
+    format!("MOLT_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+impl Config {
+    /// Loads `path` (a missing file means "all defaults") and applies `MOLT_*` overrides from
+    /// the process environment. The result is validated.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], with the environment given as a lookup function.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for &(key, kind) in KEYS {
+            let var = env_var_for(key);
+            let Some(value) = env(&var) else { continue };
+            let bad = |message: &str| ConfigError::Env {
+                var: var.clone(),
+                value: value.clone(),
+                message: message.to_owned(),
+            };
+            let g = &mut self.gateway;
+            match (key, kind) {
+                ("gateway.port", Kind::Port) => {
+                    g.port = Some(value.parse().map_err(|_| bad("expected a port 1-65535"))?)
+                }
+                ("gateway.bind", Kind::Addr) => {
+                    g.bind = value.parse().map_err(|_| bad("expected an IP address"))?
+                }
+                ("gateway.stop_budget_ms", Kind::Millis) => {
+                    g.stop_budget_ms = value.parse().map_err(|_| bad("expected milliseconds"))?
+                }
+                ("gateway.handover_drain_cap_ms", Kind::Millis) => {
+                    g.handover_drain_cap_ms =
+                        value.parse().map_err(|_| bad("expected milliseconds"))?
+                }
+                ("gateway.auth.mode", Kind::Mode) => {
+                    g.auth.mode = AuthMode::parse(&value)
+                        .ok_or_else(|| bad("expected none, token or password"))?
+                }
+                ("gateway.auth.token", Kind::Secret) => g.auth.token = Some(value),
+                ("gateway.auth.password", Kind::Secret) => g.auth.password = Some(value),
+                _ => unreachable!("KEYS and apply_env disagree on {key}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the rules that span keys. Called by [`Config::load`]; call it again after
+    /// applying command-line flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        if g.port == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "gateway.port",
+                message: "port 0 is not allowed; choose a fixed port".into(),
+            });
+        }
+        if g.stop_budget_ms < 1000 {
+            return Err(ConfigError::Invalid {
+                key: "gateway.stop_budget_ms",
+                message: format!("{} ms is too short; use at least 1000", g.stop_budget_ms),
+            });
+        }
+        let secret_ok = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        match g.auth.mode {
+            AuthMode::Token if !secret_ok(&g.auth.token) => {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.auth.token",
+                    message: "auth mode is `token` but no token is set; set gateway.auth.token \
+                              or MOLT_GATEWAY_AUTH_TOKEN"
+                        .into(),
+                })
+            }
+            AuthMode::Password if !secret_ok(&g.auth.password) => {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.auth.password",
+                    message: "auth mode is `password` but no password is set; set \
+                              gateway.auth.password or MOLT_GATEWAY_AUTH_PASSWORD"
+                        .into(),
+                })
+            }
+            _ => {}
+        }
+        if !g.bind.is_loopback() && g.auth.mode == AuthMode::None {
+            return Err(ConfigError::Invalid {
+                key: "gateway.bind",
+                message: format!(
+                    "refusing to bind {} without auth: anyone who can reach it could run \
+                     commands. Set gateway.auth.mode = \"token\" with a gateway.auth.token, or \
+                     bind 127.0.0.1",
+                    g.bind
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The port this config listens on for `profile`.
+    pub fn port(&self, profile: &Profile) -> u16 {
+        self.gateway.port.unwrap_or_else(|| profile.default_port())
+    }
+
+    /// The effective config as TOML, secrets masked, every key present.
+    pub fn to_masked_toml(&self, profile: &Profile) -> String {
+        let mut shown = self.clone();
+        shown.gateway.port = Some(self.port(profile));
+        let mask = |s: &mut Option<String>| {
+            if s.is_some() {
+                *s = Some("********".into());
+            }
+        };
+        mask(&mut shown.gateway.auth.token);
+        mask(&mut shown.gateway.auth.password);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("molt-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:x}.toml", text.len() * 31 + env.len()));
+        std::fs::write(&path, text).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_with_env(&path, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn missing_file_is_all_defaults() {
+        let c = Config::load_with_env(Path::new("/nonexistent/molt.toml"), |_| None).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.port(&Profile::default()), 18789);
+        assert!(c.gateway.bind.is_loopback());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let c = load(
+            "[gateway]\nport = 1234\nstop_budget_ms = 5000\n",
+            &[("MOLT_GATEWAY_STOP_BUDGET_MS", "7000")],
+        )
+        .unwrap();
+        assert_eq!(c.gateway.port, Some(1234));
+        assert_eq!(c.gateway.stop_budget_ms, 7000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[gateway]\nstop_budget_ms = \"soon\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("stop_budget_ms"), "{e}");
+        let e = load("[gateway]\nprot = 1\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("prot"), "{e}");
+        let e = load("", &[("MOLT_GATEWAY_PORT", "x")]).unwrap_err();
+        assert!(e.to_string().contains("MOLT_GATEWAY_PORT"), "{e}");
+    }
+
+    #[test]
+    fn public_bind_needs_auth() {
+        let e = load("[gateway]\nbind = \"0.0.0.0\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("gateway.bind"), "{e}");
+        load(
+            "[gateway]\nbind = \"0.0.0.0\"\n[gateway.auth]\nmode = \"token\"\ntoken = \"t\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = load("[gateway.auth]\nmode = \"token\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("gateway.auth.token"), "{e}");
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let c = load("", &[("MOLT_GATEWAY_AUTH_MODE", "token"), ("MOLT_GATEWAY_AUTH_TOKEN", "hunter2")])
+            .unwrap();
+        let shown = c.to_masked_toml(&Profile::default());
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("port = 18789"), "{shown}");
+    }
+
+    #[test]
+    fn profiles() {
+        let p = Profile::new(Some("work")).unwrap();
+        assert_eq!(p.unit_name(), "molt-gateway-work.service");
+        assert!((19000..20000).contains(&p.default_port()));
+        assert!(Profile::new(Some("../x")).is_err());
+        let paths = Paths::from_env(&p, |k| (k == "HOME").then(|| "/h".into())).unwrap();
+        assert_eq!(paths.state_dir, PathBuf::from("/h/.local/state/molt-work"));
+        assert_eq!(paths.config_file, PathBuf::from("/h/.config/molt-work/molt.toml"));
+        assert_eq!(env_var_for("gateway.auth.mode"), "MOLT_GATEWAY_AUTH_MODE");
+    }
+}

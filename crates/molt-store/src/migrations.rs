@@ -1,0 +1,99 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Each entry is applied once, in order, inside one transaction with its version bump. Never
+//! edit a released entry: append a new one.
+
+use rusqlite::Connection;
+
+use crate::{Ctx, Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: boots and durable runs.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE boots (
+        epoch INTEGER PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        build_id TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        ended_at_ms INTEGER,
+        clean INTEGER
+     );
+     CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        title TEXT,
+        state TEXT NOT NULL
+            CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        next_step INTEGER NOT NULL DEFAULT 0,
+        step_count INTEGER NOT NULL,
+        lease_epoch INTEGER,
+        lease_pid INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        idempotency_key TEXT UNIQUE,
+        error TEXT
+     );
+     CREATE INDEX runs_by_state ON runs(state, created_at_ms);
+     CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending','running','succeeded','failed','cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        effect_key TEXT NOT NULL,
+        exit_code INTEGER,
+        output_tail TEXT,
+        started_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        error TEXT,
+        PRIMARY KEY (run_id, idx)
+     );",
+    // 2: protocol state: idempotency keys, paired devices.
+    "CREATE TABLE idempotency (
+        method TEXT NOT NULL,
+        key TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (method, key)
+     );
+     CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        client_id TEXT,
+        platform TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending','approved','rejected')),
+        role TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        token_sha256 TEXT,
+        remote TEXT,
+        created_at_ms INTEGER NOT NULL,
+        decided_at_ms INTEGER,
+        last_seen_ms INTEGER
+     );",
+];
+
+/// The newest schema version this build knows.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn run(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ctx("reading schema version")?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().ctx("starting migration")?;
+        tx.execute_batch(sql).ctx("applying migration")?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .ctx("bumping schema version")?;
+        tx.commit().ctx("committing migration")?;
+    }
+    Ok(())
+}

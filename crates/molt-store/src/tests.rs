@@ -1,0 +1,151 @@
+use super::*;
+
+fn temp_store() -> (tempdir::Dir, Store) {
+    let dir = tempdir::Dir::new();
+    let store = Store::open(&dir.0.join("molt.db")).unwrap();
+    (dir, store)
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("molt-store-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn exec(cmd: &str) -> StepSpec {
+    StepSpec::Exec(ExecSpec {
+        command: cmd.into(),
+        args: vec![],
+        env: Default::default(),
+        cwd: None,
+        timeout_ms: None,
+    })
+}
+
+fn ok() -> StepOutcome {
+    StepOutcome::Succeeded {
+        exit_code: 0,
+        output_tail: String::new(),
+    }
+}
+
+#[test]
+fn migrations_and_boot_epochs() {
+    let (dir, mut store) = temp_store();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let a = store.begin_boot(1, "1.0.0", "b").unwrap();
+    let b = store.begin_boot(2, "1.0.0", "b").unwrap();
+    assert!(b.epoch > a.epoch);
+    drop(store);
+    // Re-opening does not re-run migrations and keeps the epoch.
+    let mut store = Store::open(&dir.0.join("molt.db")).unwrap();
+    assert_eq!(store.boot_epoch().unwrap(), Some(b.epoch));
+    assert_eq!(store.begin_boot(3, "1", "b").unwrap().epoch, b.epoch + 1);
+    assert_eq!(store.quick_check().unwrap(), Ok(()));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let (dir, store) = temp_store();
+    store.conn.pragma_update(None, "user_version", 999).unwrap();
+    drop(store);
+    let err = Store::open(&dir.0.join("molt.db")).err().unwrap();
+    assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err}");
+}
+
+#[test]
+fn run_lifecycle_two_steps() {
+    let (_d, mut store) = temp_store();
+    let boot = store.begin_boot(10, "1", "b").unwrap();
+    let id = store
+        .create_run(Some("t"), &[exec("a"), exec("b")], None)
+        .unwrap();
+    assert_eq!(store.get_run(&id.0).unwrap().state, RunState::Queued);
+    assert_eq!(store.claim_next(boot).unwrap(), Some(id.clone()));
+    assert_eq!(store.claim_next(boot).unwrap(), None);
+    let s0 = store.start_step(&id, boot).unwrap().unwrap();
+    assert_eq!((s0.index, s0.attempts, s0.state), (0, 1, StepState::Running));
+    assert_eq!(store.finish_step(&id, 0, boot, &ok()).unwrap(), RunState::Running);
+    let s1 = store.start_step(&id, boot).unwrap().unwrap();
+    assert_eq!(s1.index, 1);
+    assert_eq!(s1.effect_key, format!("{id}:1"));
+    assert_eq!(store.finish_step(&id, 1, boot, &ok()).unwrap(), RunState::Succeeded);
+    let run = store.get_run(&id.0).unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    assert!(run.lease.is_none());
+    assert_eq!(store.run_counts().unwrap().succeeded, 1);
+}
+
+#[test]
+fn dead_epoch_is_requeued_and_attempt_counted() {
+    let (_d, mut store) = temp_store();
+    let old = store.begin_boot(10, "1", "b").unwrap();
+    let id = store.create_run(None, &[exec("a")], None).unwrap();
+    store.claim_next(old).unwrap();
+    store.start_step(&id, old).unwrap();
+    // The process dies here. The next boot re-queues the run.
+    let new = store.begin_boot(11, "1", "b").unwrap();
+    assert_eq!(store.requeue_foreign_leases(new.epoch, &[]).unwrap(), vec![id.clone()]);
+    let run = store.get_run(&id.0).unwrap();
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.steps[0].state, StepState::Pending);
+    assert!(run.steps[0].error.as_deref().unwrap().contains("interrupted"));
+    store.claim_next(new).unwrap();
+    let step = store.start_step(&id, new).unwrap().unwrap();
+    assert_eq!(step.attempts, 2);
+    // The old process cannot checkpoint a step it no longer leases.
+    let err = store.finish_step(&id, 0, old, &ok()).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    store.finish_step(&id, 0, new, &ok()).unwrap();
+}
+
+#[test]
+fn keep_epochs_are_not_requeued() {
+    let (_d, mut store) = temp_store();
+    let old = store.begin_boot(10, "1", "b").unwrap();
+    let id = store.create_run(None, &[exec("a")], None).unwrap();
+    store.claim_next(old).unwrap();
+    let new = store.begin_boot(11, "1", "b").unwrap();
+    assert!(store
+        .requeue_foreign_leases(new.epoch, &[old.epoch])
+        .unwrap()
+        .is_empty());
+    store.release_run(&id, old, "handover").unwrap();
+    assert_eq!(store.claim_next(new).unwrap(), Some(id));
+}
+
+#[test]
+fn idempotent_create_and_cancel() {
+    let (_d, mut store) = temp_store();
+    let a = store.create_run(None, &[exec("a")], Some("k1")).unwrap();
+    let b = store.create_run(None, &[exec("a")], Some("k1")).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(store.list_runs(None, 10).unwrap().len(), 1);
+    assert_eq!(store.request_cancel(&a.0).unwrap(), RunState::Cancelled);
+    assert_eq!(
+        store.get_run(&a.0).unwrap().steps[0].state,
+        StepState::Cancelled
+    );
+    assert!(matches!(
+        store.request_cancel("run_nope"),
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let boot = store.begin_boot(1, "1", "b").unwrap();
+    let c = store.create_run(None, &[exec("a")], None).unwrap();
+    store.claim_next(boot).unwrap();
+    assert_eq!(store.request_cancel(&c.0).unwrap(), RunState::Running);
+    assert!(store.cancel_requested(&c).unwrap());
+}
