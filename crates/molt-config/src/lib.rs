@@ -258,7 +258,7 @@ impl Config {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
                     source,
-                })
+                });
             }
         };
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
@@ -330,7 +330,7 @@ impl Config {
                     message: "auth mode is `token` but no token is set; set gateway.auth.token \
                               or MOLT_GATEWAY_AUTH_TOKEN"
                         .into(),
-                })
+                });
             }
             AuthMode::Password if !secret_ok(&g.auth.password) => {
                 return Err(ConfigError::Invalid {
@@ -338,7 +338,7 @@ impl Config {
                     message: "auth mode is `password` but no password is set; set \
                               gateway.auth.password or MOLT_GATEWAY_AUTH_PASSWORD"
                         .into(),
-                })
+                });
             }
             _ => {}
         }
@@ -437,8 +437,14 @@ mod tests {
 
     #[test]
     fn masked_output_hides_secrets() {
-        let c = load("", &[("MOLT_GATEWAY_AUTH_MODE", "token"), ("MOLT_GATEWAY_AUTH_TOKEN", "hunter2")])
-            .unwrap();
+        let c = load(
+            "",
+            &[
+                ("MOLT_GATEWAY_AUTH_MODE", "token"),
+                ("MOLT_GATEWAY_AUTH_TOKEN", "hunter2"),
+            ],
+        )
+        .unwrap();
         let shown = c.to_masked_toml(&Profile::default());
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("port = 18789"), "{shown}");
@@ -452,7 +458,10 @@ mod tests {
         assert!(Profile::new(Some("../x")).is_err());
         let paths = Paths::from_env(&p, |k| (k == "HOME").then(|| "/h".into())).unwrap();
         assert_eq!(paths.state_dir, PathBuf::from("/h/.local/state/molt-work"));
-        assert_eq!(paths.config_file, PathBuf::from("/h/.config/molt-work/molt.toml"));
+        assert_eq!(
+            paths.config_file,
+            PathBuf::from("/h/.config/molt-work/molt.toml")
+        );
         assert_eq!(env_var_for("gateway.auth.mode"), "MOLT_GATEWAY_AUTH_MODE");
     }
 }

@@ -15,7 +15,7 @@ mod runs;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 pub use runs::{
     ExecSpec, Lease, RunCounts, RunId, RunRecord, RunState, StepOutcome, StepRecord, StepSpec,
@@ -30,7 +30,9 @@ pub enum StoreError {
         context: &'static str,
         source: rusqlite::Error,
     },
-    #[error("the database schema is version {found}, newer than this molt knows ({known}); run a newer molt or restore a snapshot")]
+    #[error(
+        "the database schema is version {found}, newer than this molt knows ({known}); run a newer molt or restore a snapshot"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("no run with id {0}")]
     NoSuchRun(String),

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{now_ms, Boot, Ctx, Result, Store, StoreError};
+use crate::{Boot, Ctx, Result, Store, StoreError, now_ms};
 
 /// A run's id, e.g. `run_5f0c2a9e41d3b7aa`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -177,7 +177,9 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<(RunRecord, String)> {
             updated_at_ms: r.get(4)?,
             finished_at_ms: r.get(5)?,
             next_step: r.get(6)?,
-            lease: lease_epoch.zip(lease_pid).map(|(epoch, pid)| Lease { epoch, pid }),
+            lease: lease_epoch
+                .zip(lease_pid)
+                .map(|(epoch, pid)| Lease { epoch, pid }),
             cancel_requested: r.get(9)?,
             error: r.get(10)?,
             steps: Vec::new(),
@@ -327,7 +329,9 @@ impl Store {
             .ctx("preparing counts")?;
         let mut counts = RunCounts::default();
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .ctx("counting runs")?;
         for row in rows {
             let (state, n) = row.ctx("reading count")?;
@@ -410,7 +414,12 @@ impl Store {
                 exit_code,
                 output_tail,
                 error,
-            } => (StepState::Failed, *exit_code, output_tail, Some(error.as_str())),
+            } => (
+                StepState::Failed,
+                *exit_code,
+                output_tail,
+                Some(error.as_str()),
+            ),
             StepOutcome::Cancelled { output_tail } => {
                 (StepState::Cancelled, None, output_tail, Some("cancelled"))
             }

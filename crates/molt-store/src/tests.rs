@@ -63,7 +63,10 @@ fn newer_schema_is_refused() {
     store.conn.pragma_update(None, "user_version", 999).unwrap();
     drop(store);
     let err = Store::open(&dir.0.join("molt.db")).err().unwrap();
-    assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::TooNew { found: 999, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,12 +80,21 @@ fn run_lifecycle_two_steps() {
     assert_eq!(store.claim_next(boot).unwrap(), Some(id.clone()));
     assert_eq!(store.claim_next(boot).unwrap(), None);
     let s0 = store.start_step(&id, boot).unwrap().unwrap();
-    assert_eq!((s0.index, s0.attempts, s0.state), (0, 1, StepState::Running));
-    assert_eq!(store.finish_step(&id, 0, boot, &ok()).unwrap(), RunState::Running);
+    assert_eq!(
+        (s0.index, s0.attempts, s0.state),
+        (0, 1, StepState::Running)
+    );
+    assert_eq!(
+        store.finish_step(&id, 0, boot, &ok()).unwrap(),
+        RunState::Running
+    );
     let s1 = store.start_step(&id, boot).unwrap().unwrap();
     assert_eq!(s1.index, 1);
     assert_eq!(s1.effect_key, format!("{id}:1"));
-    assert_eq!(store.finish_step(&id, 1, boot, &ok()).unwrap(), RunState::Succeeded);
+    assert_eq!(
+        store.finish_step(&id, 1, boot, &ok()).unwrap(),
+        RunState::Succeeded
+    );
     let run = store.get_run(&id.0).unwrap();
     assert_eq!(run.state, RunState::Succeeded);
     assert!(run.lease.is_none());
@@ -98,11 +110,20 @@ fn dead_epoch_is_requeued_and_attempt_counted() {
     store.start_step(&id, old).unwrap();
     // The process dies here. The next boot re-queues the run.
     let new = store.begin_boot(11, "1", "b").unwrap();
-    assert_eq!(store.requeue_foreign_leases(new.epoch, &[]).unwrap(), vec![id.clone()]);
+    assert_eq!(
+        store.requeue_foreign_leases(new.epoch, &[]).unwrap(),
+        vec![id.clone()]
+    );
     let run = store.get_run(&id.0).unwrap();
     assert_eq!(run.state, RunState::Queued);
     assert_eq!(run.steps[0].state, StepState::Pending);
-    assert!(run.steps[0].error.as_deref().unwrap().contains("interrupted"));
+    assert!(
+        run.steps[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("interrupted")
+    );
     store.claim_next(new).unwrap();
     let step = store.start_step(&id, new).unwrap().unwrap();
     assert_eq!(step.attempts, 2);
@@ -119,10 +140,12 @@ fn keep_epochs_are_not_requeued() {
     let id = store.create_run(None, &[exec("a")], None).unwrap();
     store.claim_next(old).unwrap();
     let new = store.begin_boot(11, "1", "b").unwrap();
-    assert!(store
-        .requeue_foreign_leases(new.epoch, &[old.epoch])
-        .unwrap()
-        .is_empty());
+    assert!(
+        store
+            .requeue_foreign_leases(new.epoch, &[old.epoch])
+            .unwrap()
+            .is_empty()
+    );
     store.release_run(&id, old, "handover").unwrap();
     assert_eq!(store.claim_next(new).unwrap(), Some(id));
 }

@@ -1,0 +1,39 @@
+//! Shares the one SQLite connection between async tasks without blocking the runtime.
+
+use std::sync::{Arc, Mutex};
+
+use molt_store::Store;
+
+/// A cloneable handle; each call runs on the blocking pool, one at a time.
+#[derive(Clone)]
+pub struct StoreHandle(Arc<Mutex<Store>>);
+
+impl StoreHandle {
+    pub fn new(store: Store) -> Self {
+        Self(Arc::new(Mutex::new(store)))
+    }
+
+    /// Runs `f` with exclusive access to the store on a blocking thread.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> R + Send + 'static,
+    ) -> R {
+        let inner = self.0.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (transactions
+            // roll back on drop), so a poisoned lock is still safe to use.
+            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Synchronous access, for start-up and the last commit of a stop.
+    pub fn blocking<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
