@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use molt_store::{Boot, ExecSpec, RunId, RunState, StepOutcome, StepRecord, StepSpec};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::store_handle::StoreHandle;
 
@@ -264,14 +264,20 @@ async fn run_exec(
                 exit_code: None,
                 output_tail: String::new(),
                 error: format!("cannot start `{}`: {e}", spec.command),
-            })
+            });
         }
     };
     let pid = child.id();
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL_BYTES)));
     let readers = [
-        child.stdout.take().map(|r| spawn_tail_reader(r, tail.clone())),
-        child.stderr.take().map(|r| spawn_tail_reader(r, tail.clone())),
+        child
+            .stdout
+            .take()
+            .map(|r| spawn_tail_reader(r, tail.clone())),
+        child
+            .stderr
+            .take()
+            .map(|r| spawn_tail_reader(r, tail.clone())),
     ];
     let timeout = spec.timeout_ms.map(Duration::from_millis);
     let timer = async {

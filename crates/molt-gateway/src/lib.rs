@@ -1,14 +1,336 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The molt gateway daemon: `molt gateway run`.
+//!
+//! Data flows one way: listener ([`http`]) → protocol ([`ws`]: frames, handshake, auth) →
+//! method router ([`methods`]) → services ([`executor`]) → store ([`molt_store`]). The
+//! lifecycle (signals, admission, sd_notify) wraps the whole and lives in this file.
+
+mod app;
+pub mod executor;
+pub mod fsutil;
+mod http;
+mod lock;
+pub mod logging;
+mod methods;
+pub mod notify;
+mod store_handle;
+mod ws;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use molt_config::{AuthMode, Config, Profile};
+use molt_protocol::handshake::AuthPolicy;
+use tokio::signal::unix::{SignalKind, signal};
+
+use app::{App, Lifecycle};
+use executor::Executor;
+use notify::Notifier;
+use store_handle::StoreHandle;
+
+pub use lock::{LockError, StateLock};
+
+/// Exit code for "do not restart": bad config, bad flag, held lock (`EX_CONFIG`).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// What the binary is: its version and build id, fixed at build time by the `molt` crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+    pub build_id: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Everything `molt gateway run` resolved from flags, environment and config.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    pub profile: Profile,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub build: BuildInfo,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Why the gateway could not run. `exit_code` is what the process should exit with.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl GatewayError {
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            exit_code: EXIT_CONFIG,
+            message: message.into(),
+        }
+    }
+    fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            exit_code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The share of the stop budget kept back for killing steps, committing and exiting.
+fn stop_margin(budget: Duration) -> Duration {
+    (budget / 5).clamp(Duration::from_millis(500), Duration::from_secs(3))
+}
+
+/// Runs the gateway in the foreground until SIGTERM or SIGINT, then stops within the budget.
+pub fn run(opts: GatewayOptions) -> Result<(), GatewayError> {
+    fsutil::create_private_dir(&opts.state_dir).map_err(|e| {
+        GatewayError::fatal(format!(
+            "cannot create state dir {}: {e}",
+            opts.state_dir.display()
+        ))
+    })?;
+    let lock = StateLock::acquire(&opts.state_dir).map_err(|e| match e {
+        LockError::Held { .. } => GatewayError::config(e.to_string()),
+        LockError::Io { .. } => GatewayError::fatal(e.to_string()),
+    })?;
+    let log_file = logging::init(&opts.state_dir)
+        .map_err(|e| GatewayError::fatal(format!("cannot open the log file: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| GatewayError::fatal(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(serve(opts, log_file));
+    // Blocking tasks (a store call) must not hold the exit hostage; the store is committed.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    drop(lock);
+    result
+}
+
+async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayError> {
+    let pid = std::process::id();
+    let notifier = Notifier::from_env();
+    let db_path = opts.state_dir.join("molt.db");
+    let mut store = molt_store::Store::open(&db_path).map_err(|e| match e {
+        molt_store::StoreError::TooNew { .. } => GatewayError::config(e.to_string()),
+        e => GatewayError::fatal(format!("cannot open {}: {e}", db_path.display())),
+    })?;
+    let boot = store
+        .begin_boot(pid, &opts.build.version, &opts.build.build_id)
+        .map_err(|e| GatewayError::fatal(format!("cannot record the boot: {e}")))?;
+    let requeued = store
+        .requeue_foreign_leases(boot.epoch, &[])
+        .map_err(|e| GatewayError::fatal(format!("cannot re-queue interrupted runs: {e}")))?;
+    tracing::info!(
+        version = %opts.build.version,
+        build = %opts.build.build_id,
+        pid,
+        boot_epoch = boot.epoch,
+        requeued = requeued.len(),
+        "gateway starting"
+    );
+    let identity = load_identity(&opts.state_dir)?;
+    let store = StoreHandle::new(store);
+    let executor = Executor::new(store.clone(), boot);
+
+    let g = &opts.config.gateway;
+    let port = opts.config.port(&opts.profile);
+    let addr = SocketAddr::new(g.bind, port);
+    let listener = bind(addr)?;
+    let auth = match g.auth.mode {
+        AuthMode::None => AuthPolicy::None,
+        AuthMode::Token => AuthPolicy::Token(g.auth.token.clone().unwrap_or_default()),
+        AuthMode::Password => AuthPolicy::Password(g.auth.password.clone().unwrap_or_default()),
+    };
+    let app = Arc::new(App {
+        build: opts.build.clone(),
+        profile: opts.profile.to_string(),
+        pid,
+        boot,
+        started: Instant::now(),
+        started_at_ms: app::now_ms(),
+        port,
+        stop_budget_ms: g.stop_budget_ms,
+        lifecycle: tokio::sync::watch::Sender::new(Lifecycle::Starting),
+        store,
+        executor: executor.clone(),
+        auth,
+        log_file,
+        state_dir: opts.state_dir.clone(),
+        config_path: opts.config_path.clone(),
+        identity,
+        peers: Mutex::new(Default::default()),
+        limiter: Mutex::new(Default::default()),
+    });
+
+    // Signals are installed before READY=1, so no signal is ever left to its default action.
+    let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
+
+    let server = http::serve(app.clone(), listener)
+        .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
+    tokio::spawn(server);
+    executor.start();
+    if let Some(every) = Notifier::watchdog_interval() {
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every / 2);
+            loop {
+                t.tick().await;
+                n.notify("WATCHDOG=1");
+            }
+        });
+    }
+    app.lifecycle.send_replace(Lifecycle::Serving);
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}\nMAINPID={pid}"));
+    tracing::info!(%addr, "gateway serving");
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP received: handover restart is not available in this build; still serving");
+            }
+        }
+    }
+    stop(&app, &notifier, &mut term, &mut int).await;
+    Ok(())
+}
+
+fn sig_err(e: std::io::Error) -> GatewayError {
+    GatewayError::fatal(format!("cannot install signal handlers: {e}"))
+}
+
+/// The stop path (design §4 "Stop"): close admission, tell systemd, drain until the budget
+/// is nearly spent, then abort what is left (it re-runs at the next start), commit, return.
+/// A second SIGTERM or SIGINT skips the drain.
+async fn stop(
+    app: &Arc<App>,
+    notifier: &Notifier,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    let t0 = Instant::now();
+    let budget = Duration::from_millis(app.stop_budget_ms);
+    let abort_at = budget.saturating_sub(stop_margin(budget));
+    app.lifecycle.send_replace(Lifecycle::Stopping);
+    app.executor.close_admission();
+    notifier.notify("STOPPING=1\nSTATUS=stopping");
+    app.shutdown_clients("stop", None);
+    let active = app.executor.active();
+    tracing::info!(
+        active,
+        budget_ms = budget.as_millis() as u64,
+        "stopping: admission closed, draining in-flight steps"
+    );
+    let second_signal = async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    let idle = tokio::select! {
+        idle = app.executor.wait_idle(abort_at) => idle,
+        _ = second_signal => {
+            tracing::warn!("second stop signal: stopping now");
+            false
+        }
+    };
+    let clean = if idle {
+        true
+    } else {
+        app.executor.abort_all();
+        let left = budget
+            .saturating_sub(t0.elapsed())
+            .saturating_sub(Duration::from_millis(200));
+        let done = app.executor.wait_idle(left).await;
+        if !done {
+            tracing::error!("steps did not release in time; the next start re-queues them");
+        }
+        false
+    };
+    let epoch = app.boot.epoch;
+    if let Err(e) = app.store.call(move |s| s.end_boot(epoch, clean)).await {
+        tracing::error!(error = %e, "cannot record the end of the boot");
+    }
+    tracing::info!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        clean,
+        "gateway stopped"
+    );
+}
+
+/// Binds the listening socket, or adopts one passed by the service manager (`LISTEN_FDS`).
+fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    if let Some(l) = inherited_listener() {
+        tracing::info!("using the listening socket passed in LISTEN_FDS");
+        return Ok(l);
+    }
+    let l = TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "; another process listens on {addr}. Find it with `ss -ltnp 'sport = :{}'`, \
+                 or set another gateway.port",
+                addr.port()
+            )
+        } else {
+            String::new()
+        };
+        GatewayError::fatal(format!("cannot listen on {addr}: {e}{hint}"))
+    })?;
+    Ok(l)
+}
+
+fn inherited_listener() -> Option<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    // SAFETY: the sd_listen_fds protocol hands us fd 3, open and owned by this process.
+    Some(unsafe { TcpListener::from_raw_fd(3) })
+}
+
+/// The gateway's own Ed25519 identity, created on first start in `<state>/identity/`.
+fn load_identity(
+    state_dir: &std::path::Path,
+) -> Result<molt_protocol::device::DeviceKey, GatewayError> {
+    let dir = state_dir.join("identity");
+    let path = dir.join("gateway.key");
+    let err = |e: std::io::Error| {
+        GatewayError::fatal(format!(
+            "cannot load the gateway identity {}: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    GatewayError::config(format!(
+                        "{} is corrupt; delete it to create a new gateway identity",
+                        path.display()
+                    ))
+                })?;
+            Ok(molt_protocol::device::DeviceKey::from_secret(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fsutil::create_private_dir(&dir).map_err(err)?;
+            let secret = fsutil::random_hex(32).map_err(err)?;
+            fsutil::write_private(&path, secret.as_bytes()).map_err(err)?;
+            let bytes: [u8; 32] = hex::decode(&secret)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| GatewayError::fatal("random key has the wrong length"))?;
+            Ok(molt_protocol::device::DeviceKey::from_secret(bytes))
+        }
+        Err(e) => Err(err(e)),
     }
 }

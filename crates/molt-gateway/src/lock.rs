@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// An exclusive `flock(2)` on `<state>/gateway.lock`, held for the life of the process. The
@@ -16,22 +17,31 @@ pub struct StateLock {
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another molt gateway (pid {holder}) holds {path}; stop it first, or use another --profile")]
+    #[error(
+        "another molt gateway (pid {holder}) holds {path}; stop it first, or use another --profile"
+    )]
     Held { path: PathBuf, holder: String },
     #[error("cannot open lock file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StateLock {
     /// Takes the lock without waiting, and writes our pid into the file for diagnostics.
     pub fn acquire(state_dir: &Path) -> Result<Self, LockError> {
         let path = state_dir.join("gateway.lock");
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         // SAFETY: flock on a valid, owned fd has no memory-safety preconditions.
@@ -44,7 +54,11 @@ impl StateLock {
                 let holder = holder.trim();
                 return Err(LockError::Held {
                     path,
-                    holder: if holder.is_empty() { "unknown".into() } else { holder.into() },
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder.into()
+                    },
                 });
             }
             return Err(io(err));

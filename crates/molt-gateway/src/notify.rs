@@ -15,7 +15,9 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET`. Without it every notification is a no-op.
     pub fn from_env() -> Self {
         Self {
-            socket: std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty()),
+            socket: std::env::var("NOTIFY_SOCKET")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 
@@ -67,7 +69,9 @@ mod tests {
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
         let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier { socket: Some(path.to_string_lossy().into_owned()) };
+        let n = Notifier {
+            socket: Some(path.to_string_lossy().into_owned()),
+        };
         n.notify("READY=1\nSTATUS=serving");
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();

@@ -9,6 +9,7 @@
 //! [`Store::requeue_foreign_leases`] → `pending` again, keeping its attempt count. Every
 //! transition checks the run's lease, so two processes can never execute the same step.
 
+mod devices;
 mod migrations;
 mod runs;
 
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 pub use runs::{
     ExecSpec, Lease, RunCounts, RunId, RunRecord, RunState, StepOutcome, StepRecord, StepSpec,
     StepState,

@@ -67,7 +67,7 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL CHECK (state IN ('pending','approved','rejected')),
         role TEXT NOT NULL,
         scopes TEXT NOT NULL,
-        token_sha256 TEXT,
+        token TEXT,
         remote TEXT,
         created_at_ms INTEGER NOT NULL,
         decided_at_ms INTEGER,

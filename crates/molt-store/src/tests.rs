@@ -172,3 +172,34 @@ fn idempotent_create_and_cancel() {
     assert_eq!(store.request_cancel(&c.0).unwrap(), RunState::Running);
     assert!(store.cancel_requested(&c).unwrap());
 }
+
+#[test]
+fn device_pairing() {
+    let (_d, mut store) = temp_store();
+    let scopes = vec!["operator.read".to_string()];
+    let req = DeviceRequest {
+        id: "dev1",
+        public_key: "pk",
+        client_id: "cli",
+        platform: "linux",
+        role: "operator",
+        scopes: &scopes,
+        remote: "10.0.0.1",
+    };
+    let d = store.request_pairing(&req).unwrap();
+    assert_eq!(d.state, Pairing::Pending);
+    assert_eq!(d.scopes, scopes);
+    let d = store.approve_device("dev1", "tok").unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.token.as_deref()),
+        (Pairing::Approved, Some("tok"))
+    );
+    // A new request from an approved device does not reset it to pending.
+    assert_eq!(
+        store.request_pairing(&req).unwrap().state,
+        Pairing::Approved
+    );
+    assert_eq!(store.reject_device("dev1").unwrap().unwrap().token, None);
+    assert!(store.approve_device("nope", "t").unwrap().is_none());
+    assert_eq!(store.list_devices().unwrap().len(), 1);
+}

@@ -1,3 +1,180 @@
-fn main() {
-    println!("Hello, world!");
+//! `molt`: the gateway daemon and its command-line client, in one binary.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The version and build id fixed by `build.rs`.
+pub const VERSION: &str = env!("MOLT_VERSION");
+pub const BUILD_ID: &str = env!("MOLT_BUILD_ID");
+
+fn long_version() -> &'static str {
+    // clap prints "molt <this>", giving `molt <version> (<buildId>)`.
+    concat!(env!("MOLT_VERSION"), " (", env!("MOLT_BUILD_ID"), ")")
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "molt", version = long_version(), about = "A gateway for personal AI agents, safe across restarts and updates")]
+pub struct Cli {
+    /// Profile: an isolated instance with its own config, state, port and unit.
+    #[arg(long, global = true, env = "MOLT_PROFILE")]
+    pub profile: Option<String>,
+    /// Config file (default: ~/.config/molt[-P]/molt.toml).
+    #[arg(long, global = true, env = "MOLT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (default: ~/.local/state/molt[-P]).
+    #[arg(long, global = true, env = "MOLT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Gateway WebSocket URL for client commands (default: from the profile's config).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Gateway token for client commands (default: gateway.auth.token from the config).
+    #[arg(long, global = true, env = "MOLT_TOKEN")]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run or manage the gateway daemon.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Show configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show the running gateway's version, pid, uptime, state and run counts.
+    Status(JsonFlag),
+    /// Create durable runs.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// List, inspect and cancel runs (tasks).
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Manage device pairing.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Call a protocol method directly and print the JSON result.
+    Call {
+        method: String,
+        /// Params as JSON.
+        #[arg(long)]
+        params: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Run the gateway in the foreground.
+    Run(GatewayRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayRunArgs {
+    /// Port (overrides gateway.port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Bind address (overrides gateway.bind). Non-loopback needs auth.
+    #[arg(long)]
+    pub bind: Option<std::net::IpAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the effective config (defaults, file, MOLT_* overrides), secrets masked.
+    Show,
+}
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Run a command as a durable exec run; prints the run id once it is committed.
+    Exec {
+        #[arg(long)]
+        title: Option<String>,
+        /// Kill the step after this many milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Working directory of the command.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Deduplicate: a second call with the same key returns the first run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only runs with this status (queued, running, completed, failed, cancelled, timed_out).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run with its steps and attempts.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// List pending and paired devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending device.
+    Approve { id: String },
+    /// Reject a device.
+    Reject { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => molt_gateway::EXIT_CONFIG,
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("molt: {}", e.message);
+            ExitCode::from(e.code as u8)
+        }
+    }
 }

@@ -1,0 +1,462 @@
+//! One WebSocket connection: challenge, handshake, pairing, then requests and events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use molt_protocol::connect::{Features, HelloAuth, HelloOk, Policy, ServerInfo};
+use molt_protocol::frame::{ErrorShape, EventFrame, ResponseFrame, ServerFrame, code};
+use molt_protocol::handshake::{Accepted, Decision, Handshake, Rejected, SecretCheck};
+use molt_protocol::scope::{self, Scope};
+use molt_protocol::{PROTOCOL_VERSION, close};
+use molt_store::{DeviceRequest, Pairing};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::app::{App, Outbound, Peer, now_ms};
+use crate::fsutil::random_hex;
+
+/// Frames queued for one client before it counts as a slow consumer.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// An authenticated connection.
+pub struct Session {
+    pub conn_id: String,
+    pub role: String,
+    pub scopes: Vec<Scope>,
+    pub device_id: Option<String>,
+    pub remote: SocketAddr,
+}
+
+pub async fn serve_conn(app: Arc<App>, socket: WebSocket, remote: SocketAddr, proxied: bool) {
+    let (Ok(conn_id), Ok(nonce)) = (random_hex(8), random_hex(16)) else {
+        tracing::error!("no randomness for a connection nonce; refusing the connection");
+        return;
+    };
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut seq: u64 = 0;
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Outbound::Text(t) => Message::Text(t.into()),
+                Outbound::Event(name, payload) => {
+                    seq += 1;
+                    Message::Text(
+                        ServerFrame::Event(EventFrame::new(name, payload, Some(seq)))
+                            .to_text()
+                            .into(),
+                    )
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    break;
+                }
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let hs = Handshake::new(nonce);
+    let challenge = ServerFrame::Event(EventFrame::new(
+        "connect.challenge",
+        hs.challenge_payload(now_ms()),
+        None,
+    ));
+    let _ = tx.send(Outbound::Text(challenge.to_text())).await;
+
+    let first = tokio::time::timeout(
+        Duration::from_millis(molt_protocol::HANDSHAKE_TIMEOUT_MS),
+        next_text(&mut stream),
+    )
+    .await;
+    let text = match first {
+        Err(_) => {
+            let _ = tx
+                .send(Outbound::Close(close::POLICY, "handshake timeout".into()))
+                .await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+        Ok(Incoming::Text(t)) => t,
+        Ok(Incoming::Binary) => {
+            send_reject(
+                &tx,
+                reject_plain("binary frames are not supported", close::POLICY),
+            )
+            .await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+        Ok(Incoming::Closed) => {
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let session = match hs.on_frame(&text, &app.auth, now_ms()) {
+        Decision::Reject(r) => {
+            if r.auth_failure {
+                lock(&app.limiter).record_failure(remote.ip());
+            }
+            send_reject(&tx, r).await;
+            None
+        }
+        Decision::Accept(a) => match admit(&app, *a, remote, proxied, &conn_id).await {
+            Ok((session, hello_id, hello, presence)) => {
+                let _ = tx
+                    .send(Outbound::Text(ResponseFrame::ok(hello_id, hello).to_text()))
+                    .await;
+                // Registered after the hello is queued, so broadcasts never precede it.
+                register(&app, &session, tx.clone(), presence);
+                Some(session)
+            }
+            Err(r) => {
+                send_reject(&tx, r).await;
+                None
+            }
+        },
+    };
+    if let Some(session) = session {
+        serve_session(&app, &session, &mut stream, &tx).await;
+        lock(&app.peers).remove(&session.conn_id);
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn serve_session(
+    app: &Arc<App>,
+    session: &Session,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    tx: &mpsc::Sender<Outbound>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(molt_protocol::TICK_INTERVAL_MS));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            incoming = next_text(stream) => match incoming {
+                Incoming::Text(text) => {
+                    let res = match molt_protocol::frame::parse_request(&text) {
+                        Ok(req) => crate::methods::dispatch(app, session, req).await,
+                        Err(e) => ResponseFrame::err(e.id.unwrap_or_else(|| "invalid".into()), ErrorShape::invalid(e.message)),
+                    };
+                    if tx.send(Outbound::Text(res.to_text())).await.is_err() {
+                        return;
+                    }
+                }
+                Incoming::Binary => {
+                    let _ = tx.send(Outbound::Close(close::POLICY, "binary frames are not supported".into())).await;
+                    return;
+                }
+                Incoming::Closed => return,
+            },
+            _ = tick.tick() => {
+                if tx.send(Outbound::Event("tick", json!({ "ts": now_ms() }))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Incoming {
+    Text(String),
+    Binary,
+    Closed,
+}
+
+async fn next_text(stream: &mut futures_util::stream::SplitStream<WebSocket>) -> Incoming {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => return Incoming::Text(t.to_string()),
+            Some(Ok(Message::Binary(_))) => return Incoming::Binary,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Incoming::Closed,
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn reject_plain(message: &str, close_code: u16) -> Rejected {
+    Rejected {
+        response: None,
+        close_code,
+        close_reason: message.into(),
+        auth_failure: false,
+    }
+}
+
+fn reject_with(id: &str, error: ErrorShape, close_code: u16) -> Rejected {
+    let close_reason = error.message.chars().take(120).collect();
+    Rejected {
+        response: Some(ResponseFrame::err(id, error)),
+        close_code,
+        close_reason,
+        auth_failure: false,
+    }
+}
+
+async fn send_reject(tx: &mpsc::Sender<Outbound>, r: Rejected) {
+    if let Some(res) = r.response {
+        let _ = tx.send(Outbound::Text(res.to_text())).await;
+    }
+    let _ = tx.send(Outbound::Close(r.close_code, r.close_reason)).await;
+}
+
+/// Finishes what the pure handshake could not: rate limit, pairing, device tokens, scopes.
+/// Returns the session, the connect request id, the `hello-ok` payload and the presence entry.
+async fn admit(
+    app: &Arc<App>,
+    a: Accepted,
+    remote: SocketAddr,
+    proxied: bool,
+    conn_id: &str,
+) -> Result<(Session, String, Value, Value), Rejected> {
+    let id = a.request_id.clone();
+    if let Some(wait) = lock(&app.limiter).retry_after(remote.ip()) {
+        let err = ErrorShape::invalid("too many failed auth attempts; wait and retry")
+            .with_details(json!({ "code": "AUTH_RATE_LIMITED" }));
+        let err = ErrorShape {
+            retryable: Some(true),
+            retry_after_ms: Some(wait.as_millis() as u64),
+            ..err
+        };
+        return Err(reject_with(&id, err, close::POLICY));
+    }
+    if a.params.role() != "operator" {
+        return Err(reject_with(
+            &id,
+            ErrorShape::invalid(format!(
+                "role {:?} is not supported by molt; connect as operator",
+                a.params.role()
+            )),
+            close::POLICY,
+        ));
+    }
+    let requested = match &a.params.scopes {
+        Some(s) => scope::parse_list(s),
+        None => vec![Scope::Read],
+    };
+    let direct_loopback = remote.ip().is_loopback() && !proxied;
+    let mut scopes = requested.clone();
+    let mut device_token = None;
+    if let Some(dev) = &a.device {
+        let store_err = |e: molt_store::StoreError| {
+            tracing::error!(error = %e, "device lookup failed");
+            reject_with(
+                &id,
+                ErrorShape::unavailable("the gateway store is unavailable", 1000),
+                close::POLICY,
+            )
+        };
+        let dev_id = dev.id.clone();
+        let record = app
+            .store
+            .call(move |s| s.device(&dev_id))
+            .await
+            .map_err(store_err)?;
+        let state = record.as_ref().map(|r| r.state);
+        if let SecretCheck::DeviceToken(given) = &a.secret {
+            let ok = record
+                .as_ref()
+                .and_then(|r| r.token.as_deref())
+                .is_some_and(|t| molt_protocol::handshake::secret_eq(t, given));
+            if !ok || state != Some(Pairing::Approved) {
+                lock(&app.limiter).record_failure(remote.ip());
+                let err = ErrorShape::invalid("device token mismatch")
+                    .with_details(json!({ "code": "AUTH_DEVICE_TOKEN_MISMATCH" }));
+                return Err(reject_with(&id, err, close::POLICY));
+            }
+        }
+        match (state, record) {
+            (Some(Pairing::Approved), Some(r)) => {
+                let approved = scope::parse_list(&r.scopes);
+                scopes.retain(|s| scope::allows(&approved, *s));
+                device_token = r.token;
+                let dev_id = dev.id.clone();
+                let _ = app.store.call(move |s| s.touch_device(&dev_id)).await;
+            }
+            (Some(Pairing::Rejected), _) => {
+                let err = ErrorShape::new(code::NOT_PAIRED, "this device's pairing was rejected; run `molt devices approve` on the gateway host to allow it")
+                    .with_details(json!({ "code": "PAIRING_REQUIRED", "reason": "not-paired", "deviceId": dev.id }));
+                return Err(reject_with(&id, err, close::POLICY));
+            }
+            _ => {
+                let scope_strs: Vec<String> =
+                    requested.iter().map(|s| s.as_str().to_owned()).collect();
+                let (dev_id, pk) = (dev.id.clone(), dev.public_key.clone());
+                let (client_id, platform) =
+                    (a.params.client.id.clone(), a.params.client.platform.clone());
+                let remote_s = remote.ip().to_string();
+                let token = if direct_loopback {
+                    Some(random_hex(32).map_err(|_| reject_plain("no randomness", close::POLICY))?)
+                } else {
+                    None
+                };
+                let tok = token.clone();
+                let rec = app
+                    .store
+                    .call(move |s| -> Result<_, molt_store::StoreError> {
+                        let req = DeviceRequest {
+                            id: &dev_id,
+                            public_key: &pk,
+                            client_id: &client_id,
+                            platform: &platform,
+                            role: "operator",
+                            scopes: &scope_strs,
+                            remote: &remote_s,
+                        };
+                        let rec = s.request_pairing(&req)?;
+                        match tok {
+                            Some(t) => s.approve_device(&dev_id, &t),
+                            None => Ok(Some(rec)),
+                        }
+                    })
+                    .await
+                    .map_err(store_err)?;
+                if token.is_some() {
+                    tracing::info!(device = %dev.id, "device auto-approved over direct loopback");
+                    device_token = token;
+                } else {
+                    tracing::warn!(device = %dev.id, %remote, "device pairing requested; approve with `molt devices approve`");
+                    if let Some(rec) = rec {
+                        app.broadcast(
+                            "device.pair.requested",
+                            json!({
+                                "requestId": rec.id, "deviceId": rec.id, "publicKey": rec.public_key,
+                                "clientId": a.params.client.id, "clientMode": a.params.client.mode,
+                                "platform": a.params.client.platform, "role": "operator",
+                                "scopes": rec.scopes, "remoteIp": remote.ip().to_string(), "ts": now_ms(),
+                            }),
+                        );
+                    }
+                    let err = ErrorShape::new(code::NOT_PAIRED, "device pairing required: approve it with `molt devices approve <id>` on the gateway host")
+                        .with_details(json!({
+                            "code": "PAIRING_REQUIRED", "reason": "not-paired",
+                            "requestId": dev.id, "deviceId": dev.id,
+                        }));
+                    return Err(reject_with(&id, err, close::POLICY));
+                }
+            }
+        }
+    }
+    let session = Session {
+        conn_id: conn_id.to_owned(),
+        role: "operator".into(),
+        scopes: scopes.clone(),
+        device_id: a.device.as_ref().map(|d| d.id.clone()),
+        remote,
+    };
+    let presence = presence_entry(&a, &session);
+    let hello = HelloOk {
+        kind: "hello-ok".into(),
+        protocol: PROTOCOL_VERSION,
+        server: ServerInfo {
+            version: app.build.version.clone(),
+            conn_id: conn_id.to_owned(),
+            build_id: Some(app.build.build_id.clone()),
+            boot_id: Some(format!("{}-{}", app.boot.epoch, app.pid)),
+        },
+        features: Features {
+            methods: scope::METHODS
+                .iter()
+                .map(|(m, _)| (*m).to_owned())
+                .collect(),
+            events: scope::EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        },
+        snapshot: snapshot(app, Some(&presence)),
+        auth: HelloAuth {
+            role: "operator".into(),
+            scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            issued_at_ms: device_token.as_ref().map(|_| now_ms()),
+            device_token,
+        },
+        policy: Policy::default(),
+    };
+    let hello = serde_json::to_value(&hello)
+        .map_err(|_| reject_plain("cannot encode hello-ok", close::POLICY))?;
+    Ok((session, id, hello, presence))
+}
+
+fn presence_entry(a: &Accepted, s: &Session) -> Value {
+    let c = &a.params.client;
+    let mut p = json!({
+        "ts": now_ms(),
+        "ip": s.remote.ip().to_string(),
+        "version": c.version,
+        "platform": c.platform,
+        "mode": c.mode,
+        "roles": [s.role],
+        "scopes": s.scopes.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        "reason": "connect",
+    });
+    if let Some(d) = &s.device_id {
+        p["deviceId"] = json!(d);
+    }
+    if let Some(i) = &c.instance_id {
+        p["instanceId"] = json!(i);
+    }
+    p
+}
+
+/// The presence list: the gateway itself, then every connected client.
+pub fn presence(app: &App, extra: Option<&Value>) -> Vec<Value> {
+    let mut list = vec![json!({
+        "ts": now_ms(),
+        "host": hostname(),
+        "version": app.build.version,
+        "platform": std::env::consts::OS,
+        "mode": "gateway",
+        "reason": "self",
+    })];
+    list.extend(lock(&app.peers).values().map(|p| p.presence.clone()));
+    list.extend(extra.cloned());
+    list
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The `hello-ok` snapshot (schema `Snapshot`: no extra fields allowed).
+pub fn snapshot(app: &App, extra: Option<&Value>) -> Value {
+    let presence = presence(app, extra);
+    json!({
+        "presence": presence,
+        "health": { "ok": true, "ts": now_ms(), "durationMs": 0 },
+        "stateVersion": { "presence": presence.len(), "health": app.boot.epoch.max(0) },
+        "uptimeMs": app.uptime_ms(),
+        "configPath": app.config_path.display().to_string(),
+        "stateDir": app.state_dir.display().to_string(),
+        "authMode": match app.auth {
+            molt_protocol::handshake::AuthPolicy::None => "none",
+            molt_protocol::handshake::AuthPolicy::Token(_) => "token",
+            molt_protocol::handshake::AuthPolicy::Password(_) => "password",
+        },
+    })
+}
+
+/// Adds an authenticated connection to the broadcast set.
+fn register(app: &App, session: &Session, tx: mpsc::Sender<Outbound>, presence: Value) {
+    lock(&app.peers).insert(session.conn_id.clone(), Peer { tx, presence });
+}

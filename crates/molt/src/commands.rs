@@ -1,0 +1,362 @@
+//! What each `molt` command does. Client commands reach the gateway only over the protocol.
+
+use std::path::PathBuf;
+
+use molt_client::{Client, ClientError, ClientOptions};
+use molt_config::{Config, Paths, Profile};
+use molt_gateway::{BuildInfo, EXIT_CONFIG, GatewayOptions};
+use serde_json::{Value, json};
+
+use crate::{
+    Cli, Command, ConfigCommand, DevicesCommand, GatewayCommand, RunCommand, TasksCommand,
+};
+
+/// A command failure: the exit code and what to tell the user.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_CONFIG,
+            message: message.into(),
+        }
+    }
+    fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Self::failed(e.to_string())
+    }
+}
+
+/// The profile, its paths and its config, resolved once for every command.
+struct Context {
+    profile: Profile,
+    config_path: PathBuf,
+    state_dir: PathBuf,
+    config: Config,
+}
+
+fn resolve(cli: &Cli) -> Result<Context, Failure> {
+    let profile =
+        Profile::new(cli.profile.as_deref()).map_err(|e| Failure::config(e.to_string()))?;
+    let paths = Paths::for_profile(&profile).map_err(|e| Failure::config(e.to_string()))?;
+    let config_path = cli.config.clone().unwrap_or(paths.config_file);
+    let config = Config::load(&config_path).map_err(|e| {
+        Failure::config(format!(
+            "{e}\nfix the config, then retry; `molt config show` prints what is in effect"
+        ))
+    })?;
+    Ok(Context {
+        profile,
+        config_path,
+        state_dir: cli.state_dir.clone().unwrap_or(paths.state_dir),
+        config,
+    })
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let mut ctx = resolve(&cli)?;
+    match &cli.command {
+        Command::Gateway(GatewayCommand::Run(args)) => {
+            if let Some(port) = args.port {
+                ctx.config.gateway.port = Some(port);
+            }
+            if let Some(bind) = args.bind {
+                ctx.config.gateway.bind = bind;
+            }
+            ctx.config
+                .validate()
+                .map_err(|e| Failure::config(e.to_string()))?;
+            molt_gateway::run(GatewayOptions {
+                profile: ctx.profile,
+                config: ctx.config,
+                config_path: ctx.config_path,
+                state_dir: ctx.state_dir,
+                build: BuildInfo {
+                    version: crate::VERSION.into(),
+                    build_id: crate::BUILD_ID.into(),
+                },
+            })
+            .map_err(|e| Failure {
+                code: e.exit_code,
+                message: e.message,
+            })
+        }
+        Command::Config(ConfigCommand::Show) => {
+            println!(
+                "# profile: {}\n# config file: {}\n# state dir: {}",
+                ctx.profile,
+                ctx.config_path.display(),
+                ctx.state_dir.display()
+            );
+            print!("{}", ctx.config.to_masked_toml(&ctx.profile));
+            Ok(())
+        }
+        _ => client_command(&cli, &ctx),
+    }
+}
+
+fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
+    let url = cli.url.clone().unwrap_or_else(|| {
+        let bind = ctx.config.gateway.bind;
+        // A wildcard bind is reachable on loopback; so is loopback itself.
+        let host = if bind.is_unspecified() || bind.is_loopback() {
+            "127.0.0.1".to_owned()
+        } else if bind.is_ipv6() {
+            format!("[{bind}]")
+        } else {
+            bind.to_string()
+        };
+        format!("ws://{host}:{}", ctx.config.port(&ctx.profile))
+    });
+    let mut opts = ClientOptions::new(url);
+    opts.token = cli
+        .token
+        .clone()
+        .or_else(|| ctx.config.gateway.auth.token.clone());
+    opts.password = ctx.config.gateway.auth.password.clone();
+    opts.identity_file = Some(ctx.state_dir.join("identity").join("device.json"));
+    opts.client_version = crate::VERSION.into();
+    opts
+}
+
+fn client_command(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let mut client = Client::connect(client_options(cli, ctx)).await?;
+        let result = client_call(&mut client, &cli.command).await;
+        client.close().await;
+        result
+    })
+}
+
+async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
+    match command {
+        Command::Status(f) => {
+            let s = c.call("status", None).await?;
+            if f.json {
+                print_json(&s);
+            } else {
+                let runs = &s["runs"];
+                println!(
+                    "molt {} ({})",
+                    s["version"].as_str().unwrap_or("?"),
+                    s["buildId"].as_str().unwrap_or("?")
+                );
+                println!("  profile   {}", s["profile"].as_str().unwrap_or("?"));
+                println!("  state     {}", s["state"].as_str().unwrap_or("?"));
+                println!("  pid       {}", s["pid"]);
+                println!("  port      {}", s["port"]);
+                println!(
+                    "  uptime    {}",
+                    human_ms(s["uptimeMs"].as_u64().unwrap_or(0))
+                );
+                println!("  boot      epoch {}", s["bootEpoch"]);
+                println!(
+                    "  runs      {} queued, {} running, {} succeeded, {} failed, {} cancelled",
+                    runs["queued"],
+                    runs["running"],
+                    runs["succeeded"],
+                    runs["failed"],
+                    runs["cancelled"]
+                );
+            }
+        }
+        Command::Run(RunCommand::Exec {
+            title,
+            timeout_ms,
+            cwd,
+            idempotency_key,
+            argv,
+        }) => {
+            let Some((cmd, args)) = argv.split_first() else {
+                return Err(Failure::config(
+                    "give the command after --, e.g. `molt run exec -- echo hi`",
+                ));
+            };
+            let mut p = json!({ "command": cmd, "args": args });
+            for (k, v) in [
+                ("title", title.clone().map(Value::from)),
+                ("timeoutMs", timeout_ms.map(Value::from)),
+                ("cwd", cwd.clone().map(Value::from)),
+                ("idempotencyKey", idempotency_key.clone().map(Value::from)),
+            ] {
+                if let Some(v) = v {
+                    p[k] = v;
+                }
+            }
+            let r = c.call("molt.run.exec", Some(p)).await?;
+            println!("{}", r["runId"].as_str().unwrap_or_default());
+        }
+        Command::Tasks(TasksCommand::List {
+            json: as_json,
+            status,
+            limit,
+        }) => {
+            let mut p = json!({ "limit": limit });
+            if let Some(s) = status {
+                p["status"] = json!(s);
+            }
+            let r = c.call("tasks.list", Some(p)).await?;
+            if *as_json {
+                print_json(&r);
+            } else {
+                let tasks = r["tasks"].as_array().cloned().unwrap_or_default();
+                if tasks.is_empty() {
+                    println!("no tasks");
+                }
+                for t in tasks {
+                    println!(
+                        "{}  {:<9}  {:<24}  {}",
+                        t["id"].as_str().unwrap_or("?"),
+                        t["status"].as_str().unwrap_or("?"),
+                        t["progressSummary"].as_str().unwrap_or(""),
+                        t["title"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Tasks(TasksCommand::Get { id, json: as_json }) => {
+            let r = c.call("molt.run.get", Some(json!({ "runId": id }))).await?;
+            if *as_json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{}  {}  {}",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["state"].as_str().unwrap_or("?"),
+                    r["title"].as_str().unwrap_or("")
+                );
+                if let Some(e) = r["error"].as_str() {
+                    println!("  error: {e}");
+                }
+                for s in r["steps"].as_array().cloned().unwrap_or_default() {
+                    let spec = &s["spec"];
+                    let cmdline =
+                        std::iter::once(spec["command"].as_str().unwrap_or("?").to_owned())
+                            .chain(
+                                spec["args"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|a| a.as_str().map(str::to_owned)),
+                            )
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                    let exit = s["exitCode"]
+                        .as_i64()
+                        .map(|c| format!(", exit {c}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  step {}: {} — {}, attempt {}{exit}",
+                        s["index"].as_u64().unwrap_or(0) + 1,
+                        cmdline,
+                        s["state"].as_str().unwrap_or("?"),
+                        s["attempts"]
+                    );
+                    if let Some(e) = s["error"].as_str() {
+                        println!("    note: {e}");
+                    }
+                    if let Some(tail) = s["outputTail"].as_str().filter(|t| !t.is_empty()) {
+                        for line in tail
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                        {
+                            println!("    | {line}");
+                        }
+                    }
+                }
+            }
+        }
+        Command::Tasks(TasksCommand::Cancel { id, json: as_json }) => {
+            let r = c
+                .call("tasks.cancel", Some(json!({ "taskId": id })))
+                .await?;
+            if *as_json {
+                print_json(&r);
+            } else if r["found"] != json!(true) {
+                return Err(Failure::failed(format!("no task with id {id}")));
+            } else if r["cancelled"] == json!(true) {
+                println!("cancelled {id}");
+            } else {
+                println!("{id}: {}", r["reason"].as_str().unwrap_or("not cancelled"));
+            }
+        }
+        Command::Devices(DevicesCommand::List { json: as_json }) => {
+            let r = c.call("device.pair.list", Some(json!({}))).await?;
+            if *as_json {
+                print_json(&r);
+            } else {
+                for (label, key) in [("pending", "pending"), ("paired", "paired")] {
+                    let list = r[key].as_array().cloned().unwrap_or_default();
+                    println!("{label}: {}", list.len());
+                    for d in list {
+                        println!(
+                            "  {}  {:<8}  {} {}  from {}",
+                            d["id"].as_str().unwrap_or("?"),
+                            d["state"].as_str().unwrap_or("?"),
+                            d["clientId"].as_str().unwrap_or("?"),
+                            d["platform"].as_str().unwrap_or(""),
+                            d["remote"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+            }
+        }
+        Command::Devices(DevicesCommand::Approve { id }) => {
+            c.call("device.pair.approve", Some(json!({ "requestId": id })))
+                .await?;
+            println!("approved {id}");
+        }
+        Command::Devices(DevicesCommand::Reject { id }) => {
+            c.call("device.pair.reject", Some(json!({ "requestId": id })))
+                .await?;
+            println!("rejected {id}");
+        }
+        Command::Call { method, params } => {
+            let p = match params {
+                Some(t) => Some(
+                    serde_json::from_str(t)
+                        .map_err(|e| Failure::config(format!("--params is not valid JSON: {e}")))?,
+                ),
+                None => None,
+            };
+            print_json(&c.call(method, p).await?);
+        }
+        Command::Gateway(_) | Command::Config(_) => unreachable!("handled without a client"),
+    }
+    Ok(())
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
