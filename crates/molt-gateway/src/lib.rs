@@ -109,8 +109,25 @@ pub fn run(opts: GatewayOptions) -> Result<(), GatewayError> {
     result
 }
 
+/// Raises the soft open-file limit to the hard limit: every client is a socket, and the
+/// common default soft limit (1024) is far below what one gateway should hold.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to and read from a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayError> {
     let pid = std::process::id();
+    raise_nofile_limit();
     let notifier = Notifier::from_env();
     let db_path = opts.state_dir.join("molt.db");
     let mut store = molt_store::Store::open(&db_path).map_err(|e| match e {

@@ -1,0 +1,209 @@
+//! Shared test harness: spawns the real `molt` binary (built once by cargo) in a private
+//! HOME, talks to it over loopback only, and polls for conditions with deadlines.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const MOLT: &str = env!("CARGO_BIN_EXE_molt");
+
+/// Polls `f` every 25 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A free loopback port (the OS picks it; we release it for the gateway).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `GET path` on 127.0.0.1:port; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A private home with a config file, for one or more gateway processes.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Home {
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let h = Self { dir, port };
+        std::fs::create_dir_all(h.config_path().parent().unwrap()).unwrap();
+        std::fs::write(h.config_path(), config).unwrap();
+        h
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join(".config/molt/molt.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join(".local/state/molt")
+    }
+
+    /// A `molt` command with this home's environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(MOLT);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("MOLT_GATEWAY_PORT", self.port.to_string())
+            .env("MOLT_LOG", "info");
+        c
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn molt")
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "molt {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli_ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("molt {args:?} printed non-JSON ({e}): {out}"))
+    }
+
+    /// Starts `molt gateway run` and waits until `/readyz` is 200.
+    pub fn start(&self) -> Gateway {
+        let g = self.spawn(&[]);
+        g.wait_ready();
+        g
+    }
+
+    /// Spawns `molt gateway run` with extra args, without waiting.
+    pub fn spawn(&self, extra: &[&str]) -> Gateway {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("gateway.stderr"))
+            .unwrap();
+        let child = self
+            .cmd()
+            .args(["gateway", "run"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn gateway");
+        Gateway {
+            child: Some(child),
+            port: self.port,
+        }
+    }
+
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("gateway.stderr")).unwrap_or_default()
+    }
+}
+
+/// A running gateway process; killed on drop.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub port: u16,
+}
+
+impl Gateway {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("readyz 200", Duration::from_secs(20), || {
+            http_get(self.port, "/readyz").filter(|(s, _)| *s == 200)
+        });
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for exit; returns (exit code, time waited).
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("gateway exit", timeout, || child.try_wait().ok().flatten());
+        self.child = None;
+        (status.code(), t0.elapsed())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A shell command whose first attempt blocks for `first_secs` and whose later attempts finish
+/// at once. Each attempt appends a line to `marker`, so tests can count real executions.
+pub fn attempt_aware(marker: &Path, first_secs: u32) -> Vec<String> {
+    let m = marker.display();
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "echo start >> {m}; n=$(wc -l < {m}); if [ $n -eq 1 ]; then sleep {first_secs}; fi; echo done >> {m}.done"
+        ),
+    ]
+}
+
+pub fn run_state(home: &Home, id: &str) -> Value {
+    home.cli_json(&["tasks", "get", id, "--json"])
+}
