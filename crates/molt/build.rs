@@ -77,13 +77,11 @@ fn git_sha(root: &Path) -> String {
     let head = root.join(".git/HEAD");
     if head.exists() {
         println!("cargo:rerun-if-changed={}", head.display());
-        if let Ok(h) = std::fs::read_to_string(&head) {
-            if let Some(r) = h.trim().strip_prefix("ref: ") {
-                let p = root.join(".git").join(r);
-                if p.exists() {
-                    println!("cargo:rerun-if-changed={}", p.display());
-                }
-            }
+        let head_ref = std::fs::read_to_string(&head).ok().and_then(|h| {
+            h.trim().strip_prefix("ref: ").map(|r| root.join(".git").join(r))
+        });
+        if let Some(p) = head_ref.filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", p.display());
         }
     }
     std::process::Command::new("git")

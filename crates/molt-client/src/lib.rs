@@ -304,6 +304,19 @@ fn save_identity(path: &PathBuf, key: &DeviceKey, token: Option<&str>) -> Result
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// Keeps the device token the gateway issued, so later connections can use it.
+fn save_token_if_new(
+    path: &PathBuf,
+    key: &DeviceKey,
+    old: Option<&str>,
+    new: &str,
+) -> Result<(), ClientError> {
+    if old == Some(new) {
+        return Ok(());
+    }
+    save_identity(path, key, Some(new))
+}
+
 async fn handshake(opts: &ClientOptions) -> Result<(Ws, Value), ClientError> {
     let connect_err = |e: String| ClientError::Connect {
         url: opts.url.clone(),
@@ -409,9 +422,7 @@ async fn handshake(opts: &ClientOptions) -> Result<(Ws, Value), ClientError> {
     };
     let issued = hello.pointer("/auth/deviceToken").and_then(Value::as_str);
     if let (Some(path), Some((key, old)), Some(tok)) = (&opts.identity_file, &identity, issued) {
-        if old.as_deref() != Some(tok) {
-            save_identity(path, key, Some(tok))?;
-        }
+        save_token_if_new(path, key, old.as_deref(), tok)?;
     }
     Ok((ws, hello))
 }

@@ -504,10 +504,8 @@ fn tail_file(
     let text = String::from_utf8_lossy(&buf[..end]);
     let mut lines: Vec<&str> = text.lines().collect();
     // A cut at the front (maxBytes) may start mid-line.
-    if (cursor.is_none() && read_from > 0) || skipped > 0 {
-        if !lines.is_empty() {
-            lines.remove(0);
-        }
+    if ((cursor.is_none() && read_from > 0) || skipped > 0) && !lines.is_empty() {
+        lines.remove(0);
     }
     let truncated = lines.len() > limit;
     if truncated {

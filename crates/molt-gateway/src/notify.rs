@@ -37,10 +37,10 @@ impl Notifier {
     /// The watchdog interval requested by systemd (`WATCHDOG_USEC`), if it is for us.
     pub fn watchdog_interval() -> Option<std::time::Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
-            if pid.parse::<u32>().ok() != Some(std::process::id()) {
-                return None;
-            }
+        let for_other_pid = std::env::var("WATCHDOG_PID")
+            .is_ok_and(|pid| pid.parse::<u32>().ok() != Some(std::process::id()));
+        if for_other_pid {
+            return None;
         }
         (usec > 0).then(|| std::time::Duration::from_micros(usec))
     }

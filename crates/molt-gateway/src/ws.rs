@@ -229,6 +229,11 @@ async fn admit(
     conn_id: &str,
 ) -> Result<(Session, String, Value, Value), Rejected> {
     let id = a.request_id.clone();
+    if app.state() != crate::app::Lifecycle::Serving {
+        let err = ErrorShape::unavailable("the gateway is stopping; reconnect shortly", 1000)
+            .with_details(json!({ "reason": "gateway-stopping" }));
+        return Err(reject_with(&id, err, close::SERVICE_RESTART));
+    }
     if let Some(wait) = lock(&app.limiter).retry_after(remote.ip()) {
         let err = ErrorShape::invalid("too many failed auth attempts; wait and retry")
             .with_details(json!({ "code": "AUTH_RATE_LIMITED" }));

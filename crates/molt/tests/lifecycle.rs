@@ -133,15 +133,10 @@ fn second_sigterm_exits_at_once_with_state_committed() {
     let out = std::process::Command::new("sqlite3")
         .arg(&db)
         .arg(format!("SELECT r.state, s.state, s.attempts FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.id = '{id}'"))
-        .output();
-    if let Ok(out) = out {
-        if out.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "queued|pending|1"
-            );
-        }
-    }
+        .output()
+        .expect("sqlite3 runs (.ci/run installs it)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "queued|pending|1");
     let _gw = home.start();
     wait_for(
         "run completes after restart",
@@ -269,4 +264,56 @@ fn token_auth_and_cancel() {
         String::from_utf8_lossy(&out.stderr).contains("token mismatch"),
         "{out:?}"
     );
+}
+
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let home = Home::new("");
+    let sock_path = home.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let child = home
+        .cmd()
+        .args(["gateway", "run"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gw = Gateway {
+        child: Some(child),
+        port: home.port,
+    };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..50 {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        if seen.iter().any(|m| m.contains("READY=1"))
+            && seen.iter().any(|m| m.contains("WATCHDOG=1"))
+        {
+            break;
+        }
+    }
+    let ready = seen
+        .iter()
+        .find(|m| m.contains("READY=1"))
+        .expect("READY=1 sent");
+    assert!(ready.contains(&format!("MAINPID={}", gw.pid())), "{ready}");
+    // READY=1 is sent only once the port serves.
+    assert_eq!(http_get(home.port, "/readyz").map(|(s, _)| s), Some(200));
+    assert!(seen.iter().any(|m| m == "WATCHDOG=1"), "{seen:?}");
+
+    gw.signal(libc::SIGTERM);
+    let stopping = (0..50).find_map(|_| {
+        let n = sock.recv(&mut buf).ok()?;
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        m.contains("STOPPING=1").then_some(m)
+    });
+    assert!(stopping.is_some(), "STOPPING=1 sent on SIGTERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)).0, Some(0));
 }
