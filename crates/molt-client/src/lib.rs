@@ -92,6 +92,8 @@ pub struct Client {
     ws: Ws,
     hello: Value,
     next_id: u64,
+    /// Set when the gateway closed this connection with 1012: the next call reconnects first.
+    restart_pending: bool,
     /// Events received while waiting for responses, oldest first.
     pub events: Vec<(String, Value)>,
 }
@@ -105,6 +107,7 @@ impl Client {
             ws,
             hello,
             next_id: 0,
+            restart_pending: false,
             events: Vec::new(),
         })
     }
@@ -124,24 +127,36 @@ impl Client {
         let deadline = Instant::now() + self.opts.reconnect_for;
         let mut backoff = Duration::from_secs(1);
         loop {
+            if self.restart_pending {
+                self.reconnect(deadline, &mut backoff).await?;
+            }
             match self.call_once(method, params.clone()).await {
-                Err(e) if e.is_restart() && Instant::now() < deadline => loop {
-                    tokio::time::sleep(
-                        backoff.min(deadline.saturating_duration_since(Instant::now())),
-                    )
-                    .await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    match handshake(&self.opts).await {
-                        Ok((ws, hello)) => {
-                            self.ws = ws;
-                            self.hello = hello;
-                            break;
-                        }
-                        Err(e) if Instant::now() >= deadline => return Err(e),
-                        Err(_) => continue,
-                    }
-                },
+                Err(e) if e.is_restart() && Instant::now() < deadline => continue,
                 other => return other,
+            }
+        }
+    }
+
+    /// Re-runs the handshake until it succeeds or `deadline` passes, sleeping `backoff`
+    /// (doubling, at most 30 s) between tries.
+    async fn reconnect(
+        &mut self,
+        deadline: Instant,
+        backoff: &mut Duration,
+    ) -> Result<(), ClientError> {
+        loop {
+            tokio::time::sleep((*backoff).min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            *backoff = (*backoff * 2).min(Duration::from_secs(30));
+            match handshake(&self.opts).await {
+                Ok((ws, hello)) => {
+                    self.ws = ws;
+                    self.hello = hello;
+                    self.restart_pending = false;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => continue,
             }
         }
     }
@@ -167,7 +182,7 @@ impl Client {
         let timeout = self.opts.request_timeout;
         let wait = async {
             loop {
-                match read_frame(&mut self.ws).await? {
+                match self.read().await? {
                     ServerFrame::Res(r) if r.id == id => {
                         return match (r.ok, r.error) {
                             (true, _) => Ok(r.payload.unwrap_or(Value::Null)),
@@ -195,10 +210,19 @@ impl Client {
             return Ok(self.events.remove(0));
         }
         loop {
-            if let ServerFrame::Event(e) = read_frame(&mut self.ws).await? {
+            if let ServerFrame::Event(e) = self.read().await? {
                 return Ok((e.event, e.payload.unwrap_or(Value::Null)));
             }
         }
+    }
+
+    /// Reads the next frame of the live connection, remembering a restart close.
+    async fn read(&mut self) -> Result<ServerFrame, ClientError> {
+        let r = read_frame(&mut self.ws).await;
+        if matches!(&r, Err(e) if e.is_restart()) {
+            self.restart_pending = true;
+        }
+        r
     }
 
     /// Closes the connection politely.

@@ -132,7 +132,11 @@ impl ConnectParams {
         if self.role.as_deref() == Some("") {
             return Err("role must be non-empty".into());
         }
-        if self.scopes.as_ref().is_some_and(|s| s.iter().any(String::is_empty)) {
+        if self
+            .scopes
+            .as_ref()
+            .is_some_and(|s| s.iter().any(String::is_empty))
+        {
             return Err("scopes must be non-empty strings".into());
         }
         Ok(())

@@ -181,7 +181,11 @@ impl Handshake {
         };
         let auth = params.auth.clone().unwrap_or_default();
         let secret = match policy {
-            AuthPolicy::None => SecretCheck::NotRequired,
+            // A credential that is presented is checked, even when none is required.
+            AuthPolicy::None => match (&auth.device_token, &device) {
+                (Some(t), Some(_)) => SecretCheck::DeviceToken(t.clone()),
+                _ => SecretCheck::NotRequired,
+            },
             AuthPolicy::Token(expected) | AuthPolicy::Password(expected) => {
                 let is_token = matches!(policy, AuthPolicy::Token(_));
                 let given = if is_token {
@@ -340,6 +344,24 @@ mod tests {
         assert_eq!(detail(&r), "DEVICE_AUTH_SIGNATURE_EXPIRED");
         let r = rejected(Handshake::new("other").on_frame(&text, &AuthPolicy::None, 10_000_000));
         assert_eq!(detail(&r), "DEVICE_AUTH_NONCE_MISMATCH");
+    }
+
+    #[test]
+    fn presented_device_token_is_checked_even_without_auth() {
+        let hs = Handshake::new("n");
+        let key = DeviceKey::from_secret([5; 32]);
+        let mut p: ConnectParams = serde_json::from_value(json!({
+            "minProtocol": 4, "maxProtocol": 4,
+            "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
+            "auth": {"deviceToken": "dt"},
+        }))
+        .unwrap();
+        key.sign_connect(&mut p, "n", 1000);
+        let text = json!({"type":"req","id":"1","method":"connect","params":p}).to_string();
+        match hs.on_frame(&text, &AuthPolicy::None, 1000) {
+            Decision::Accept(a) => assert_eq!(a.secret, SecretCheck::DeviceToken("dt".into())),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
