@@ -78,7 +78,9 @@ fn git_sha(root: &Path) -> String {
     if head.exists() {
         println!("cargo:rerun-if-changed={}", head.display());
         let head_ref = std::fs::read_to_string(&head).ok().and_then(|h| {
-            h.trim().strip_prefix("ref: ").map(|r| root.join(".git").join(r))
+            h.trim()
+                .strip_prefix("ref: ")
+                .map(|r| root.join(".git").join(r))
         });
         if let Some(p) = head_ref.filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", p.display());

@@ -19,6 +19,8 @@ pub const DEFAULT_STOP_BUDGET_MS: u64 = 10_000;
 /// Default cap on how long an old process drains after a handover. The new process already
 /// serves during this time, so it never delays a restart.
 pub const DEFAULT_HANDOVER_DRAIN_CAP_MS: u64 = 600_000;
+/// Default time a new process gets to report ready before a handover is called off.
+pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 30_000;
 
 /// An error in the configuration. Its message names the key (or file) and what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +192,7 @@ pub struct GatewayConfig {
     pub bind: IpAddr,
     pub stop_budget_ms: u64,
     pub handover_drain_cap_ms: u64,
+    pub handover_timeout_ms: u64,
     pub auth: AuthConfig,
 }
 
@@ -200,6 +203,7 @@ impl Default for GatewayConfig {
             bind: IpAddr::from([127, 0, 0, 1]),
             stop_budget_ms: DEFAULT_STOP_BUDGET_MS,
             handover_drain_cap_ms: DEFAULT_HANDOVER_DRAIN_CAP_MS,
+            handover_timeout_ms: DEFAULT_HANDOVER_TIMEOUT_MS,
             auth: AuthConfig::default(),
         }
     }
@@ -229,6 +233,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("gateway.bind", Kind::Addr),
     ("gateway.stop_budget_ms", Kind::Millis),
     ("gateway.handover_drain_cap_ms", Kind::Millis),
+    ("gateway.handover_timeout_ms", Kind::Millis),
     ("gateway.auth.mode", Kind::Mode),
     ("gateway.auth.token", Kind::Secret),
     ("gateway.auth.password", Kind::Secret),
@@ -292,6 +297,10 @@ impl Config {
                 }
                 ("gateway.handover_drain_cap_ms", Kind::Millis) => {
                     g.handover_drain_cap_ms =
+                        value.parse().map_err(|_| bad("expected milliseconds"))?
+                }
+                ("gateway.handover_timeout_ms", Kind::Millis) => {
+                    g.handover_timeout_ms =
                         value.parse().map_err(|_| bad("expected milliseconds"))?
                 }
                 ("gateway.auth.mode", Kind::Mode) => {

@@ -20,6 +20,8 @@ use crate::store_handle::StoreHandle;
 pub enum Lifecycle {
     Starting,
     Serving,
+    /// A successor serves; this process drains and exits.
+    HandingOver,
     Stopping,
 }
 
@@ -28,6 +30,7 @@ impl Lifecycle {
         match self {
             Self::Starting => "starting",
             Self::Serving => "serving",
+            Self::HandingOver => "handing-over",
             Self::Stopping => "stopping",
         }
     }
@@ -102,6 +105,19 @@ pub struct App {
     pub identity: molt_protocol::device::DeviceKey,
     pub peers: Mutex<HashMap<String, Peer>>,
     pub limiter: Mutex<RateLimiter>,
+    pub notifier: crate::notify::Notifier,
+    /// `~/.local/share/molt[-P]`: where `current` lives.
+    pub share_dir: PathBuf,
+    /// A duplicate of the listening socket, kept to pass on to a successor.
+    pub listener: std::net::TcpListener,
+    /// The state lock's fd, passed on to a successor (flock is shared across the fork).
+    pub lock_fd: i32,
+    /// `false` once a successor accepts: the accept loop ends.
+    pub accepting: watch::Sender<bool>,
+    pub handover_timeout_ms: u64,
+    pub handover_drain_cap_ms: u64,
+    /// The handover in progress or completed, shared by requests that coalesce into it.
+    pub handover: Mutex<Option<watch::Receiver<Option<crate::handover::Outcome>>>>,
 }
 
 impl App {
@@ -139,24 +155,6 @@ impl App {
                     .tx
                     .try_send(Outbound::Close(1008, "slow consumer".into()));
             }
-        }
-    }
-
-    /// Sends `shutdown` and then close 1012 to every client.
-    pub fn shutdown_clients(&self, reason: &str, restart_expected_ms: Option<u64>) {
-        let mut payload = json!({ "reason": reason });
-        if let Some(ms) = restart_expected_ms {
-            payload["restartExpectedMs"] = json!(ms);
-        }
-        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        for peer in peers.values() {
-            let _ = peer
-                .tx
-                .try_send(Outbound::Event("shutdown", payload.clone()));
-            let _ = peer.tx.try_send(Outbound::Close(
-                molt_protocol::close::SERVICE_RESTART,
-                format!("gateway {reason}"),
-            ));
         }
     }
 }

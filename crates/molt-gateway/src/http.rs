@@ -23,11 +23,19 @@ pub fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(get(upgrade))
-        .with_state(app);
+        .fallback(get(upgrade));
+    let mut accepting = app.accepting.subscribe();
+    let router = router.with_state(app);
     Ok(async move {
         let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, svc).await {
+        // Ends the accept loop when a successor takes over; the socket stays open in it.
+        let handed_over = async move {
+            let _ = accepting.wait_for(|a| !*a).await;
+        };
+        if let Err(e) = axum::serve(listener, svc)
+            .with_graceful_shutdown(handed_over)
+            .await
+        {
             tracing::error!(error = %e, "listener failed");
         }
     })

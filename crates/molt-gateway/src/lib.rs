@@ -7,6 +7,7 @@
 mod app;
 pub mod executor;
 pub mod fsutil;
+pub mod handover;
 mod http;
 mod lock;
 pub mod logging;
@@ -48,6 +49,8 @@ pub struct GatewayOptions {
     pub config: Config,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
+    /// `~/.local/share/molt[-P]`; a handover runs `<share_dir>/current/molt` when it exists.
+    pub share_dir: PathBuf,
     pub build: BuildInfo,
 }
 
@@ -84,25 +87,66 @@ fn stop_margin(budget: Duration) -> Duration {
     (budget / 5).clamp(Duration::from_millis(500), Duration::from_secs(3))
 }
 
-/// Runs the gateway in the foreground until SIGTERM or SIGINT, then stops within the budget.
+/// Runs the gateway in the foreground until SIGTERM or SIGINT (then stops within the budget),
+/// or until it hands over to a successor (then drains and exits).
 pub fn run(opts: GatewayOptions) -> Result<(), GatewayError> {
+    let (adopted, mut control) = match handover::take_inherited() {
+        Some(i) => (
+            Some(Adopted {
+                listener: i.listener,
+                lock: i.lock,
+                parent_epoch: i.parent_epoch,
+            }),
+            Some(i.control),
+        ),
+        None => (None, None),
+    };
+    let result = run_inner(opts, adopted, &mut control);
+    // A handover child that fails before it is ready tells the old process, which goes on.
+    if let (Err(e), Some(c)) = (&result, control.as_mut()) {
+        c.report_error(&e.message);
+    }
+    result
+}
+
+/// What a handover child takes over from the old process.
+struct Adopted {
+    listener: TcpListener,
+    lock: std::fs::File,
+    parent_epoch: i64,
+}
+
+fn run_inner(
+    opts: GatewayOptions,
+    adopted: Option<Adopted>,
+    control: &mut Option<handover::Control>,
+) -> Result<(), GatewayError> {
     fsutil::create_private_dir(&opts.state_dir).map_err(|e| {
         GatewayError::fatal(format!(
             "cannot create state dir {}: {e}",
             opts.state_dir.display()
         ))
     })?;
-    let lock = StateLock::acquire(&opts.state_dir).map_err(|e| match e {
-        LockError::Held { .. } => GatewayError::config(e.to_string()),
-        LockError::Io { .. } => GatewayError::fatal(e.to_string()),
-    })?;
+    let (lock, adopted) = match adopted {
+        Some(a) => (
+            StateLock::adopt(a.lock, &opts.state_dir),
+            Some((a.listener, a.parent_epoch)),
+        ),
+        None => (
+            StateLock::acquire(&opts.state_dir).map_err(|e| match e {
+                LockError::Held { .. } => GatewayError::config(e.to_string()),
+                LockError::Io { .. } => GatewayError::fatal(e.to_string()),
+            })?,
+            None,
+        ),
+    };
     let log_file = logging::init(&opts.state_dir)
         .map_err(|e| GatewayError::fatal(format!("cannot open the log file: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| GatewayError::fatal(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(opts, log_file));
+    let result = runtime.block_on(serve(opts, log_file, lock.raw_fd(), adopted, control));
     // Blocking tasks (a store call) must not hold the exit hostage; the store is committed.
     runtime.shutdown_timeout(Duration::from_millis(500));
     drop(lock);
@@ -125,7 +169,13 @@ fn raise_nofile_limit() {
     }
 }
 
-async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayError> {
+async fn serve(
+    opts: GatewayOptions,
+    log_file: PathBuf,
+    lock_fd: i32,
+    adopted: Option<(TcpListener, i64)>,
+    control: &mut Option<handover::Control>,
+) -> Result<(), GatewayError> {
     let pid = std::process::id();
     raise_nofile_limit();
     let notifier = Notifier::from_env();
@@ -137,8 +187,10 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
     let boot = store
         .begin_boot(pid, &opts.build.version, &opts.build.build_id)
         .map_err(|e| GatewayError::fatal(format!("cannot record the boot: {e}")))?;
+    // A handover parent is alive and still owns its leases; it releases them as it drains.
+    let keep: Vec<i64> = adopted.iter().map(|(_, epoch)| *epoch).collect();
     let requeued = store
-        .requeue_foreign_leases(boot.epoch, &[])
+        .requeue_foreign_leases(boot.epoch, &keep)
         .map_err(|e| GatewayError::fatal(format!("cannot re-queue interrupted runs: {e}")))?;
     tracing::info!(
         version = %opts.build.version,
@@ -146,6 +198,7 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
         pid,
         boot_epoch = boot.epoch,
         requeued = requeued.len(),
+        handover = adopted.is_some(),
         "gateway starting"
     );
     let identity = load_identity(&opts.state_dir)?;
@@ -155,12 +208,30 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
     let g = &opts.config.gateway;
     let port = opts.config.port(&opts.profile);
     let addr = SocketAddr::new(g.bind, port);
-    let listener = bind(addr)?;
+    let listener = match adopted {
+        Some((l, _)) => {
+            let local = l.local_addr().map_err(|e| {
+                GatewayError::fatal(format!("the inherited listener is broken: {e}"))
+            })?;
+            if local.port() != port {
+                return Err(GatewayError::config(format!(
+                    "the config asks for port {port} but the running gateway listens on {}; \
+                     a port change needs a stop and start, not a restart",
+                    local.port()
+                )));
+            }
+            l
+        }
+        None => bind(addr)?,
+    };
     let auth = match g.auth.mode {
         AuthMode::None => AuthPolicy::None,
         AuthMode::Token => AuthPolicy::Token(g.auth.token.clone().unwrap_or_default()),
         AuthMode::Password => AuthPolicy::Password(g.auth.password.clone().unwrap_or_default()),
     };
+    let kept_listener = listener
+        .try_clone()
+        .map_err(|e| GatewayError::fatal(format!("cannot duplicate the listener: {e}")))?;
     let app = Arc::new(App {
         build: opts.build.clone(),
         profile: opts.profile.to_string(),
@@ -180,12 +251,34 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
         identity,
         peers: Mutex::new(Default::default()),
         limiter: Mutex::new(Default::default()),
+        notifier: notifier.clone(),
+        share_dir: opts.share_dir.clone(),
+        listener: kept_listener,
+        lock_fd,
+        accepting: tokio::sync::watch::Sender::new(true),
+        handover_timeout_ms: g.handover_timeout_ms,
+        handover_drain_cap_ms: g.handover_drain_cap_ms,
+        handover: Mutex::new(None),
     });
 
     // Signals are installed before READY=1, so no signal is ever left to its default action.
     let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
     let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
+
+    if let Some(control) = control.take() {
+        let me = handover::Successor {
+            pid,
+            version: opts.build.version.clone(),
+            build_id: opts.build.build_id.clone(),
+            boot_epoch: boot.epoch,
+        };
+        tokio::task::spawn_blocking(move || control.ready_and_wait_go(me))
+            .await
+            .map_err(|e| GatewayError::fatal(e.to_string()))?
+            .map_err(GatewayError::fatal)?;
+        tracing::info!("handover: taking over from the old process");
+    }
 
     let server = http::serve(app.clone(), listener)
         .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
@@ -202,15 +295,27 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
         });
     }
     app.lifecycle.send_replace(Lifecycle::Serving);
-    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}\nMAINPID={pid}"));
+    notifier.notify(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving on {addr}"));
     tracing::info!(%addr, "gateway serving");
 
+    let mut lifecycle = app.lifecycle.subscribe();
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP received: handover restart is not available in this build; still serving");
+                tracing::info!("SIGHUP: handover restart requested");
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let (outcome, _) = handover::request(&app).await;
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "SIGHUP handover failed; still serving");
+                    }
+                });
+            }
+            _ = lifecycle.wait_for(|l| *l == Lifecycle::HandingOver) => {
+                drain_after_handover(&app, &mut term, &mut int).await;
+                return Ok(());
             }
         }
     }
@@ -220,6 +325,48 @@ async fn serve(opts: GatewayOptions, log_file: PathBuf) -> Result<(), GatewayErr
 
 fn sig_err(e: std::io::Error) -> GatewayError {
     GatewayError::fatal(format!("cannot install signal handlers: {e}"))
+}
+
+/// After a handover: the successor serves. Finish in-flight steps (up to the drain cap),
+/// then abort the rest; every run is released to the successor. SIGTERM cuts the drain.
+async fn drain_after_handover(
+    app: &Arc<App>,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    let t0 = Instant::now();
+    app.executor.close_admission();
+    let cap = Duration::from_millis(app.handover_drain_cap_ms);
+    tracing::info!(
+        active = app.executor.active(),
+        cap_ms = cap.as_millis() as u64,
+        "handover: draining in-flight steps"
+    );
+    let signalled = async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    let idle = tokio::select! {
+        idle = app.executor.wait_idle(cap) => idle,
+        _ = signalled => false,
+    };
+    if !idle {
+        app.executor.abort_all();
+        if !app.executor.wait_idle(Duration::from_secs(2)).await {
+            tracing::error!("steps did not release in time; the successor re-queues them");
+        }
+    }
+    let epoch = app.boot.epoch;
+    if let Err(e) = app.store.call(move |s| s.end_boot(epoch, idle)).await {
+        tracing::error!(error = %e, "cannot record the end of the boot");
+    }
+    tracing::info!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        clean = idle,
+        "handover: old process exits"
+    );
 }
 
 /// The stop path (design §4 "Stop"): close admission, tell systemd, drain until the budget
@@ -234,10 +381,10 @@ async fn stop(
     let t0 = Instant::now();
     let budget = Duration::from_millis(app.stop_budget_ms);
     let abort_at = budget.saturating_sub(stop_margin(budget));
+    // Connections see this and send `shutdown` + close 1012 themselves.
     app.lifecycle.send_replace(Lifecycle::Stopping);
     app.executor.close_admission();
     notifier.notify("STOPPING=1\nSTATUS=stopping");
-    app.shutdown_clients("stop", None);
     let active = app.executor.active();
     tracing::info!(
         active,

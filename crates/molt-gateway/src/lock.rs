@@ -69,6 +69,18 @@ impl StateLock {
         Ok(Self { file, path })
     }
 
+    /// Adopts a lock file inherited from a handover parent: the `flock` travels with the open
+    /// file, so the lock is already held. Our pid replaces the parent's in the file.
+    pub fn adopt(mut file: File, state_dir: &Path) -> Self {
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Self {
+            file,
+            path: state_dir.join("gateway.lock"),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

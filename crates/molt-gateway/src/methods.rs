@@ -149,6 +149,7 @@ async fn route(app: &Arc<App>, session: &Session, method: &str, p: Option<Value>
             let p: RequestIdParams = params(p)?;
             pair_decide(app, p.request_id, method == "device.pair.approve").await
         }
+        "gateway.restart.request" => restart(app, params(p)?).await,
         "molt.run.exec" => run_exec(app, session, params(p)?).await,
         "molt.run.get" => {
             let p: RunIdParams = params(p)?;
@@ -182,7 +183,43 @@ async fn status(app: &Arc<App>) -> MethodResult {
     v["runs"] = json!(counts);
     v["activeRuns"] = json!(app.executor.active());
     v["connections"] = json!(app.peers.lock().map(|p| p.len()).unwrap_or(0));
+    let last = app
+        .store
+        .call(|s| s.meta("last_handover"))
+        .await
+        .map_err(store_error)?;
+    v["lastHandover"] = last
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
     Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RestartParams {
+    reason: Option<String>,
+}
+
+/// `gateway.restart.request`: a handover to what `current` points to. Answers once the new
+/// process accepts (or the attempt failed and this process still serves).
+async fn restart(app: &Arc<App>, p: RestartParams) -> MethodResult {
+    tracing::info!(
+        reason = p.reason.as_deref().unwrap_or(""),
+        "restart requested over the protocol"
+    );
+    let (outcome, coalesced) = crate::handover::request(app).await;
+    match outcome {
+        Ok(report) => Ok(json!({
+            "ok": true,
+            "status": if coalesced { "coalesced" } else { "completed" },
+            "handover": report,
+        })),
+        Err(e) => Err(ErrorShape::unavailable(
+            format!("restart failed, the gateway still serves: {e}"),
+            1000,
+        )
+        .with_details(json!({ "reason": "handover-failed" }))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,7 @@ use molt_store::{DeviceRequest, Pairing};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::app::{App, Outbound, Peer, now_ms};
+use crate::app::{App, Lifecycle, Outbound, Peer, now_ms};
 use crate::fsutil::random_hex;
 
 /// Frames queued for one client before it counts as a slow consumer.
@@ -145,8 +145,31 @@ async fn serve_session(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(molt_protocol::TICK_INTERVAL_MS));
     tick.tick().await;
+    let mut lifecycle = app.lifecycle.subscribe();
     loop {
+        // Checked between requests, so a response in progress (say, to the restart request
+        // itself) always goes out before `shutdown` and the close.
+        let (reason, restart_ms) = match *lifecycle.borrow_and_update() {
+            Lifecycle::HandingOver => ("restart", Some(0)),
+            Lifecycle::Stopping => ("stop", None),
+            Lifecycle::Starting | Lifecycle::Serving => ("", None),
+        };
+        if !reason.is_empty() {
+            let mut payload = json!({ "reason": reason });
+            if let Some(ms) = restart_ms {
+                payload["restartExpectedMs"] = json!(ms);
+            }
+            let _ = tx.send(Outbound::Event("shutdown", payload)).await;
+            let _ = tx
+                .send(Outbound::Close(
+                    close::SERVICE_RESTART,
+                    format!("gateway {reason}"),
+                ))
+                .await;
+            return;
+        }
         tokio::select! {
+            _ = lifecycle.changed() => continue,
             incoming = next_text(stream) => match incoming {
                 Incoming::Text(text) => {
                     let res = match molt_protocol::frame::parse_request(&text) {
@@ -229,7 +252,7 @@ async fn admit(
     conn_id: &str,
 ) -> Result<(Session, String, Value, Value), Rejected> {
     let id = a.request_id.clone();
-    if app.state() != crate::app::Lifecycle::Serving {
+    if app.state() != Lifecycle::Serving {
         let err = ErrorShape::unavailable("the gateway is stopping; reconnect shortly", 1000)
             .with_details(json!({ "reason": "gateway-stopping" }));
         return Err(reject_with(&id, err, close::SERVICE_RESTART));

@@ -67,6 +67,7 @@ pub const METHODS: &[(&str, Scope)] = &[
     ("device.pair.list", Scope::Pairing),
     ("device.pair.approve", Scope::Pairing),
     ("device.pair.reject", Scope::Pairing),
+    ("gateway.restart.request", Scope::Admin),
     // Creating an exec run runs a command on the host: that is admin, not write.
     ("molt.run.exec", Scope::Admin),
     ("molt.run.get", Scope::Read),

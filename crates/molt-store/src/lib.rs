@@ -170,6 +170,25 @@ impl Store {
             .ctx("reading boot_epoch")
     }
 
+    /// Stores a small named value (JSON text) in `meta`.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )
+            .ctx("writing meta")?;
+        Ok(())
+    }
+
+    /// Reads a value stored with [`Store::set_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .ctx("reading meta")
+    }
+
     /// Looks up a stored result for an idempotency key of `method`, if still inside `window_ms`.
     pub fn idempotent_result(
         &self,

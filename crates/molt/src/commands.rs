@@ -43,6 +43,7 @@ struct Context {
     profile: Profile,
     config_path: PathBuf,
     state_dir: PathBuf,
+    share_dir: PathBuf,
     config: Config,
 }
 
@@ -60,6 +61,7 @@ fn resolve(cli: &Cli) -> Result<Context, Failure> {
         profile,
         config_path,
         state_dir: cli.state_dir.clone().unwrap_or(paths.state_dir),
+        share_dir: paths.share_dir,
         config,
     })
 }
@@ -82,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 config: ctx.config,
                 config_path: ctx.config_path,
                 state_dir: ctx.state_dir,
+                share_dir: ctx.share_dir,
                 build: BuildInfo {
                     version: crate::VERSION.into(),
                     build_id: crate::BUILD_ID.into(),
@@ -173,6 +176,33 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
                     runs["failed"],
                     runs["cancelled"]
                 );
+                let h = &s["lastHandover"];
+                if h.is_object() {
+                    let to = &h["to"];
+                    let target = if to.is_object() {
+                        format!(
+                            "pid {} ({})",
+                            to["pid"],
+                            to["version"].as_str().unwrap_or("?")
+                        )
+                    } else {
+                        "no successor".to_owned()
+                    };
+                    println!(
+                        "  handover  {} at {}: pid {} ({}) -> {target} in {} ms{}",
+                        h["result"].as_str().unwrap_or("?"),
+                        h["startedAtMs"],
+                        h["fromPid"],
+                        h["fromVersion"].as_str().unwrap_or("?"),
+                        h["durationMs"],
+                        h["error"]
+                            .as_str()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                } else {
+                    println!("  handover  none yet");
+                }
             }
         }
         Command::Run(RunCommand::Exec {
@@ -340,7 +370,32 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
             };
             print_json(&c.call(method, p).await?);
         }
-        Command::Gateway(_) | Command::Config(_) => unreachable!("handled without a client"),
+        Command::Gateway(GatewayCommand::Restart { json: as_json }) => {
+            // No reconnect: the answer comes before this connection is closed with 1012.
+            let r = c
+                .call_once(
+                    "gateway.restart.request",
+                    Some(json!({ "reason": "molt gateway restart" })),
+                )
+                .await?;
+            if *as_json {
+                print_json(&r);
+            } else {
+                let h = &r["handover"];
+                println!(
+                    "handover {}: pid {} ({}) -> pid {} ({}) in {} ms",
+                    r["status"].as_str().unwrap_or("?"),
+                    h["fromPid"],
+                    h["fromVersion"].as_str().unwrap_or("?"),
+                    h["to"]["pid"],
+                    h["to"]["version"].as_str().unwrap_or("?"),
+                    h["durationMs"]
+                );
+            }
+        }
+        Command::Gateway(GatewayCommand::Run(_)) | Command::Config(_) => {
+            unreachable!("handled without a client")
+        }
     }
     Ok(())
 }

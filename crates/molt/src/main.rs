@@ -70,6 +70,12 @@ pub enum Command {
 pub enum GatewayCommand {
     /// Run the gateway in the foreground.
     Run(GatewayRunArgs),
+    /// Hand over to a new gateway process (what `current` points to): no refused connection,
+    /// no lost run, no wait for a drain. Exit 1 if the new process fails; the old one serves on.
+    Restart {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

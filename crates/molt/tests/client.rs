@@ -10,12 +10,15 @@ use futures_util::{SinkExt, StreamExt};
 use molt_client::{Client, ClientOptions};
 use molt_protocol::connect::ConnectParams;
 use molt_protocol::device::DeviceKey;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn opts(home: &Home) -> ClientOptions {
@@ -35,7 +38,10 @@ fn client_reconnects_after_1012() {
         gw.signal(libc::SIGTERM);
         // The gateway says why it closes, then closes with 1012.
         let (event, payload) = c.next_event().await.unwrap();
-        assert_eq!((event.as_str(), payload["reason"].as_str()), ("shutdown", Some("stop")));
+        assert_eq!(
+            (event.as_str(), payload["reason"].as_str()),
+            ("shutdown", Some("stop"))
+        );
         let err = c.next_event().await.unwrap_err();
         assert!(err.is_restart(), "{err}");
         gw.wait_exit(Duration::from_secs(15));
@@ -43,7 +49,10 @@ fn client_reconnects_after_1012() {
         // The next call reconnects with backoff and lands on the new process.
         let second = c.call("status", None).await.unwrap();
         assert_eq!(second["pid"], gw2.pid());
-        assert_eq!(second["bootEpoch"], first["bootEpoch"].as_i64().unwrap() + 1);
+        assert_eq!(
+            second["bootEpoch"],
+            first["bootEpoch"].as_i64().unwrap() + 1
+        );
         drop(gw2);
     });
 }
@@ -53,7 +62,9 @@ fn handshake_times_out_after_15s() {
     let home = Home::new("");
     let _gw = home.start();
     rt().block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}", home.port)).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}", home.port))
+            .await
+            .unwrap();
         let t0 = Instant::now();
         let challenge = ws.next().await.unwrap().unwrap();
         assert!(challenge.to_text().unwrap().contains("connect.challenge"));
@@ -70,16 +81,23 @@ fn handshake_times_out_after_15s() {
         .expect("closed within 20 s");
         let took = t0.elapsed();
         assert_eq!(close, Some(1008));
-        assert!(took >= Duration::from_secs(14) && took < Duration::from_secs(17), "{took:?}");
+        assert!(
+            took >= Duration::from_secs(14) && took < Duration::from_secs(17),
+            "{took:?}"
+        );
     });
 }
 
 /// Connects through a (pretend) local proxy, so the device is not on direct loopback.
 async fn proxied_connect(home: &Home, key: &DeviceKey, device_token: Option<&str>) -> Value {
-    let mut req = format!("ws://127.0.0.1:{}", home.port).into_client_request().unwrap();
-    req.headers_mut().insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    let mut req = format!("ws://127.0.0.1:{}", home.port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let challenge: Value = serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    let challenge: Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     let nonce = challenge["payload"]["nonce"].as_str().unwrap().to_owned();
     let mut params: ConnectParams = serde_json::from_value(json!({
         "minProtocol": 4, "maxProtocol": 4,
@@ -88,13 +106,22 @@ async fn proxied_connect(home: &Home, key: &DeviceKey, device_token: Option<&str
     }))
     .unwrap();
     if let Some(t) = device_token {
-        params.auth = Some(molt_protocol::connect::ConnectAuth { device_token: Some(t.into()), ..Default::default() });
+        params.auth = Some(molt_protocol::connect::ConnectAuth {
+            device_token: Some(t.into()),
+            ..Default::default()
+        });
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     key.sign_connect(&mut params, &nonce, now);
     let frame = json!({"type": "req", "id": "c", "method": "connect", "params": params});
-    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
-    let res: Value = serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let res: Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     let _ = ws.close(None).await;
     res
 }
@@ -112,21 +139,33 @@ fn remote_device_waits_for_approval() {
         assert_eq!(res["error"]["details"]["deviceId"], key.id());
     });
     let listed = home.cli_json(&["devices", "list", "--json"]);
-    assert!(listed["pending"].to_string().contains(&key.id()), "{listed}");
+    assert!(
+        listed["pending"].to_string().contains(&key.id()),
+        "{listed}"
+    );
     home.cli_ok(&["devices", "approve", &key.id()]);
     rt().block_on(async {
         let res = proxied_connect(&home, &key, None).await;
         assert_eq!(res["ok"], true, "{res}");
-        let token = res["payload"]["auth"]["deviceToken"].as_str().expect("device token issued").to_owned();
+        let token = res["payload"]["auth"]["deviceToken"]
+            .as_str()
+            .expect("device token issued")
+            .to_owned();
         assert_eq!(res["payload"]["auth"]["scopes"], json!(["operator.read"]));
         // The token works on its own; a wrong one is refused.
         assert_eq!(proxied_connect(&home, &key, Some(&token)).await["ok"], true);
         let bad = proxied_connect(&home, &key, Some("not-the-token")).await;
-        assert_eq!(bad["error"]["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+        assert_eq!(
+            bad["error"]["details"]["code"],
+            "AUTH_DEVICE_TOKEN_MISMATCH"
+        );
     });
     home.cli_ok(&["devices", "reject", &key.id()]);
     rt().block_on(async {
-        assert_eq!(proxied_connect(&home, &key, None).await["error"]["code"], "NOT_PAIRED");
+        assert_eq!(
+            proxied_connect(&home, &key, None).await["error"]["code"],
+            "NOT_PAIRED"
+        );
     });
 }
 
@@ -140,11 +179,27 @@ fn cli_device_identity_file_is_private() {
     let mode = std::fs::metadata(&id_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&id_file).unwrap()).unwrap();
-    assert!(saved["deviceToken"].is_string(), "loopback CLI got a device token: {saved}");
-    for f in ["molt.db", "gateway.lock", "identity/gateway.key", "logs/gateway.log"] {
-        let mode = std::fs::metadata(home.state_dir().join(f)).unwrap().permissions().mode() & 0o777;
+    assert!(
+        saved["deviceToken"].is_string(),
+        "loopback CLI got a device token: {saved}"
+    );
+    for f in [
+        "molt.db",
+        "gateway.lock",
+        "identity/gateway.key",
+        "logs/gateway.log",
+    ] {
+        let mode = std::fs::metadata(home.state_dir().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
-    let mode = std::fs::metadata(home.state_dir()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(home.state_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
 }

@@ -136,7 +136,10 @@ fn second_sigterm_exits_at_once_with_state_committed() {
         .output()
         .expect("sqlite3 runs (.ci/run installs it)");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "queued|pending|1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "queued|pending|1"
+    );
     let _gw = home.start();
     wait_for(
         "run completes after restart",
