@@ -116,11 +116,38 @@ pub struct App {
     pub accepting: watch::Sender<bool>,
     pub handover_timeout_ms: u64,
     pub handover_drain_cap_ms: u64,
+    /// Open WebSocket connections, counted until their writer has flushed the close.
+    pub connections: watch::Sender<usize>,
+    /// Accepted HTTP connections still being served (an upgrade ends the HTTP part).
+    pub http_connections: watch::Sender<usize>,
     /// The handover in progress or completed, shared by requests that coalesce into it.
     pub handover: Mutex<Option<watch::Receiver<Option<crate::handover::Outcome>>>>,
 }
 
+/// Counts one WebSocket connection from its upgrade until its close is flushed.
+pub struct ConnectionGuard(std::sync::Arc<App>);
+
+impl ConnectionGuard {
+    pub fn new(app: std::sync::Arc<App>) -> Self {
+        app.connections.send_modify(|n| *n += 1);
+        Self(app)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl App {
+    /// Waits until every accepted HTTP exchange has ended and then every WebSocket
+    /// connection has said goodbye, or `timeout` passes for each.
+    pub async fn connections_closed(&self, timeout: Duration) -> bool {
+        let http = wait_zero(&self.http_connections, timeout).await;
+        wait_zero(&self.connections, timeout).await && http
+    }
+
     pub fn state(&self) -> Lifecycle {
         *self.lifecycle.borrow()
     }
@@ -157,6 +184,13 @@ impl App {
             }
         }
     }
+}
+
+async fn wait_zero(counter: &watch::Sender<usize>, timeout: Duration) -> bool {
+    let mut rx = counter.subscribe();
+    tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+        .await
+        .is_ok()
 }
 
 pub fn now_ms() -> u64 {

@@ -253,19 +253,25 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
         .env(ENV_PARENT_EPOCH, app.boot.epoch.to_string())
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
+        // systemd names our pid here; the successor becomes the main pid and must keep
+        // feeding the watchdog.
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(false);
-    // SAFETY: the closure only calls dup2(2), which is async-signal-safe, on fds that are
-    // open in the parent for the whole spawn. dup2 leaves the new fds without CLOEXEC, so
-    // only these three reach the child.
+    // SAFETY: the closure only calls fcntl(2) and dup2(2), which are async-signal-safe, on
+    // fds that stay open in the parent for the whole spawn. Every source is first copied
+    // above the targets, so placing one cannot clobber another that happens to sit at 3-5.
+    // dup2 leaves the placed fds without CLOEXEC, so only these three reach the child.
     unsafe {
         cmd.pre_exec(move || {
-            for (from, to) in fds {
-                if from == to {
-                    let flags = libc::fcntl(to, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(to, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(from, to) < 0 {
+            let mut high = [0; 3];
+            for (i, (from, _)) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, to)) in fds.iter().enumerate() {
+                if libc::dup2(high[i], *to) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

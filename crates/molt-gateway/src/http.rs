@@ -1,4 +1,9 @@
 //! The one port: HTTP probes and WebSocket upgrades.
+//!
+//! The accept loop is our own (hyper's HTTP/1 connection driver under an axum router), not
+//! `axum::serve`, because a handover needs "stop accepting, but finish every connection
+//! already accepted": a graceful shutdown would close accepted connections that have not
+//! sent their request yet, and their clients would see a reset.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -6,14 +11,18 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::TokioIo;
+use tower::ServiceExt;
 
 use crate::app::{App, Lifecycle};
 
-/// Builds the server future on an already-bound listener.
+/// Builds the accept loop on an already-bound listener. It ends when `app.accepting` turns
+/// false; connections it accepted go on in their own tasks, counted in
+/// `app.http_connections`.
 pub fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -23,26 +32,80 @@ pub fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(get(upgrade));
+        .fallback(get(upgrade))
+        .with_state(app.clone());
     let mut accepting = app.accepting.subscribe();
-    let router = router.with_state(app);
     Ok(async move {
-        let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Ends the accept loop when a successor takes over; the socket stays open in it.
-        let handed_over = async move {
-            let _ = accepting.wait_for(|a| !*a).await;
-        };
-        if let Err(e) = axum::serve(listener, svc)
-            .with_graceful_shutdown(handed_over)
-            .await
-        {
-            tracing::error!(error = %e, "listener failed");
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // EMFILE and friends: log, back off a little, keep the port open.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = async { drop(accepting.wait_for(|a| !*a).await) } => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let guard = HttpGuard::new(app.clone());
+            let router = router.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        router.clone().oneshot(req.map(axum::body::Body::new))
+                    },
+                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %peer, "http connection ended with an error");
+                }
+                drop(guard);
+            });
         }
+        tracing::info!("accept loop ended: a successor accepts now");
     })
 }
 
+/// Initial WebSocket read and write buffer size per connection.
+const WS_BUFFER: usize = 8 * 1024;
+
+/// Counts one accepted HTTP connection for as long as it is served.
+struct HttpGuard(Arc<App>);
+
+impl HttpGuard {
+    fn new(app: Arc<App>) -> Self {
+        app.http_connections.send_modify(|n| *n += 1);
+        Self(app)
+    }
+}
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        self.0
+            .http_connections
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A probe answer; once this process no longer serves, it asks the client to reconnect
+/// (`Connection: close`) so keep-alive probes move to the successor.
+fn probe(app: &App, status: StatusCode) -> Response {
+    let mut res = (status, Json(app.probe_body())).into_response();
+    if app.state() != Lifecycle::Serving {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    Json(app.probe_body()).into_response()
+    probe(&app, StatusCode::OK)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -51,7 +114,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(app.probe_body())).into_response()
+    probe(&app, status)
 }
 
 async fn upgrade(
@@ -71,7 +134,15 @@ async fn upgrade(
     let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
         .iter()
         .any(|h| headers.contains_key(*h));
+    // Counted before the 101 response leaves, so a process that waits for its HTTP
+    // connections and then for its WebSocket connections before exiting misses none.
+    let counted = crate::app::ConnectionGuard::new(app.clone());
+    // Buffers start small: most frames are a few hundred bytes, and the 128 KiB defaults
+    // would cost 256 KiB per idle client. They still grow for a large frame.
     ws.max_message_size(molt_protocol::MAX_PAYLOAD)
         .max_frame_size(molt_protocol::MAX_PAYLOAD)
-        .on_upgrade(move |socket| crate::ws::serve_conn(app, socket, peer, proxied))
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(WS_BUFFER)
+        .max_write_buffer_size(molt_protocol::MAX_BUFFERED_BYTES)
+        .on_upgrade(move |socket| crate::ws::serve_conn(app, socket, peer, proxied, counted))
 }

@@ -82,6 +82,9 @@ impl std::fmt::Display for GatewayError {
     }
 }
 
+/// How long an exiting process waits for clients to get their last frames and the close.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The share of the stop budget kept back for killing steps, committing and exiting.
 fn stop_margin(budget: Duration) -> Duration {
     (budget / 5).clamp(Duration::from_millis(500), Duration::from_secs(3))
@@ -258,6 +261,8 @@ async fn serve(
         accepting: tokio::sync::watch::Sender::new(true),
         handover_timeout_ms: g.handover_timeout_ms,
         handover_drain_cap_ms: g.handover_drain_cap_ms,
+        connections: tokio::sync::watch::Sender::new(0),
+        http_connections: tokio::sync::watch::Sender::new(0),
         handover: Mutex::new(None),
     });
 
@@ -282,7 +287,7 @@ async fn serve(
 
     let server = http::serve(app.clone(), listener)
         .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
-    tokio::spawn(server);
+    let mut server = tokio::spawn(server);
     executor.start();
     if let Some(every) = Notifier::watchdog_interval() {
         let n = notifier.clone();
@@ -314,7 +319,7 @@ async fn serve(
                 });
             }
             _ = lifecycle.wait_for(|l| *l == Lifecycle::HandingOver) => {
-                drain_after_handover(&app, &mut term, &mut int).await;
+                drain_after_handover(&app, &mut server, &mut term, &mut int).await;
                 return Ok(());
             }
         }
@@ -331,6 +336,7 @@ fn sig_err(e: std::io::Error) -> GatewayError {
 /// then abort the rest; every run is released to the successor. SIGTERM cuts the drain.
 async fn drain_after_handover(
     app: &Arc<App>,
+    server: &mut tokio::task::JoinHandle<()>,
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) {
@@ -348,10 +354,24 @@ async fn drain_after_handover(
             _ = int.recv() => {},
         }
     };
-    let idle = tokio::select! {
-        idle = app.executor.wait_idle(cap) => idle,
-        _ = signalled => false,
+    // Clients get `shutdown` + 1012 from their own connection tasks; give them time to
+    // flush while the steps drain, so no client sees a reset instead of a close.
+    // The accept loop ends; every accepted HTTP exchange (and so every upgrade) finishes,
+    // then every upgraded connection flushes its close.
+    let goodbye = async {
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, server).await;
+        app.connections_closed(GOODBYE_TIMEOUT).await
     };
+    let steps = async {
+        tokio::select! {
+            idle = app.executor.wait_idle(cap) => idle,
+            _ = signalled => false,
+        }
+    };
+    let (idle, said_goodbye) = tokio::join!(steps, goodbye);
+    if !said_goodbye {
+        tracing::warn!("some clients did not close within {GOODBYE_TIMEOUT:?}");
+    }
     if !idle {
         app.executor.abort_all();
         if !app.executor.wait_idle(Duration::from_secs(2)).await {
@@ -397,8 +417,13 @@ async fn stop(
             _ = int.recv() => {},
         }
     };
+    // Clients flush `shutdown` + close while the steps drain; a second signal cuts both.
+    let drain = async {
+        let goodbye = app.connections_closed(GOODBYE_TIMEOUT.min(abort_at));
+        tokio::join!(app.executor.wait_idle(abort_at), goodbye).0
+    };
     let idle = tokio::select! {
-        idle = app.executor.wait_idle(abort_at) => idle,
+        idle = drain => idle,
         _ = second_signal => {
             tracing::warn!("second stop signal: stopping now");
             false

@@ -120,7 +120,7 @@ async fn route(app: &Arc<App>, session: &Session, method: &str, p: Option<Value>
     match method {
         "health" => Ok(health(app)),
         "status" => status(app).await,
-        "system-presence" => Ok(json!(crate::ws::presence(app, None))),
+        "system-presence" => Ok(json!(crate::ws::presence(app, None, usize::MAX))),
         "gateway.identity.get" => Ok(json!({
             "deviceId": app.identity.id(),
             "publicKey": molt_protocol::device::b64url(&app.identity.public_key()),

@@ -30,7 +30,15 @@ pub struct Session {
     pub remote: SocketAddr,
 }
 
-pub async fn serve_conn(app: Arc<App>, socket: WebSocket, remote: SocketAddr, proxied: bool) {
+/// Serves one upgraded connection. `_counted` keeps it in [`App::connections`] until the
+/// close has been flushed and answered.
+pub async fn serve_conn(
+    app: Arc<App>,
+    socket: WebSocket,
+    remote: SocketAddr,
+    proxied: bool,
+    _counted: crate::app::ConnectionGuard,
+) {
     let (Ok(conn_id), Ok(nonce)) = (random_hex(8), random_hex(16)) else {
         tracing::error!("no randomness for a connection nonce; refusing the connection");
         return;
@@ -85,8 +93,7 @@ pub async fn serve_conn(app: Arc<App>, socket: WebSocket, remote: SocketAddr, pr
             let _ = tx
                 .send(Outbound::Close(close::POLICY, "handshake timeout".into()))
                 .await;
-            drop(tx);
-            let _ = writer.await;
+            finish(tx, writer, stream).await;
             return;
         }
         Ok(Incoming::Text(t)) => t,
@@ -96,17 +103,22 @@ pub async fn serve_conn(app: Arc<App>, socket: WebSocket, remote: SocketAddr, pr
                 reject_plain("binary frames are not supported", close::POLICY),
             )
             .await;
-            drop(tx);
-            let _ = writer.await;
+            finish(tx, writer, stream).await;
             return;
         }
         Ok(Incoming::Closed) => {
-            drop(tx);
-            let _ = writer.await;
+            finish(tx, writer, stream).await;
             return;
         }
     };
-    let session = match hs.on_frame(&text, &app.auth, now_ms()) {
+    // A locked-out address is answered the same way whatever it sent, so a lockout never
+    // tells a right guess from a wrong one.
+    let locked_out = lock(&app.limiter).retry_after(remote.ip());
+    let decision = match locked_out {
+        Some(wait) => Decision::Reject(rate_limited(&text, wait)),
+        None => hs.on_frame(&text, &app.auth, now_ms()),
+    };
+    let session = match decision {
         Decision::Reject(r) => {
             if r.auth_failure {
                 lock(&app.limiter).record_failure(remote.ip());
@@ -133,8 +145,30 @@ pub async fn serve_conn(app: Arc<App>, socket: WebSocket, remote: SocketAddr, pr
         serve_session(&app, &session, &mut stream, &tx).await;
         lock(&app.peers).remove(&session.conn_id);
     }
+    finish(tx, writer, stream).await;
+}
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ends a connection politely: flush what is queued (including our close frame), then wait
+/// briefly for the peer's close, so the TCP connection ends with a FIN and not an RST that
+/// could destroy frames the peer has not read yet.
+async fn finish(
+    tx: mpsc::Sender<Outbound>,
+    writer: tokio::task::JoinHandle<()>,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) {
     drop(tx);
     let _ = writer.await;
+    let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_session(
@@ -216,6 +250,22 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The answer to any connect from an address locked out by failed auth.
+fn rate_limited(text: &str, wait: Duration) -> Rejected {
+    let err = ErrorShape::invalid("too many failed auth attempts; wait and retry")
+        .with_details(json!({ "code": "AUTH_RATE_LIMITED" }));
+    let err = ErrorShape {
+        retryable: Some(true),
+        retry_after_ms: Some(wait.as_millis() as u64),
+        ..err
+    };
+    let id = molt_protocol::frame::parse_request(text)
+        .ok()
+        .map(|r| r.id)
+        .unwrap_or_else(|| "connect".into());
+    reject_with(&id, err, close::POLICY)
+}
+
 fn reject_plain(message: &str, close_code: u16) -> Rejected {
     Rejected {
         response: None,
@@ -256,16 +306,6 @@ async fn admit(
         let err = ErrorShape::unavailable("the gateway is stopping; reconnect shortly", 1000)
             .with_details(json!({ "reason": "gateway-stopping" }));
         return Err(reject_with(&id, err, close::SERVICE_RESTART));
-    }
-    if let Some(wait) = lock(&app.limiter).retry_after(remote.ip()) {
-        let err = ErrorShape::invalid("too many failed auth attempts; wait and retry")
-            .with_details(json!({ "code": "AUTH_RATE_LIMITED" }));
-        let err = ErrorShape {
-            retryable: Some(true),
-            retry_after_ms: Some(wait.as_millis() as u64),
-            ..err
-        };
-        return Err(reject_with(&id, err, close::POLICY));
     }
     if a.params.role() != "operator" {
         return Err(reject_with(
@@ -443,8 +483,13 @@ fn presence_entry(a: &Accepted, s: &Session) -> Value {
     p
 }
 
-/// The presence list: the gateway itself, then every connected client.
-pub fn presence(app: &App, extra: Option<&Value>) -> Vec<Value> {
+/// Peers listed in a `hello-ok` snapshot. The full list is one `system-presence` call away;
+/// sending all of it in every hello would cost O(n²) bytes for n clients.
+const SNAPSHOT_PEERS: usize = 32;
+
+/// The presence list: the gateway itself, then connected clients (at most `limit`), then
+/// `extra` (the connecting client).
+pub fn presence(app: &App, extra: Option<&Value>, limit: usize) -> Vec<Value> {
     let mut list = vec![json!({
         "ts": now_ms(),
         "host": hostname(),
@@ -453,7 +498,12 @@ pub fn presence(app: &App, extra: Option<&Value>) -> Vec<Value> {
         "mode": "gateway",
         "reason": "self",
     })];
-    list.extend(lock(&app.peers).values().map(|p| p.presence.clone()));
+    list.extend(
+        lock(&app.peers)
+            .values()
+            .take(limit)
+            .map(|p| p.presence.clone()),
+    );
     list.extend(extra.cloned());
     list
 }
@@ -468,7 +518,7 @@ fn hostname() -> String {
 
 /// The `hello-ok` snapshot (schema `Snapshot`: no extra fields allowed).
 pub fn snapshot(app: &App, extra: Option<&Value>) -> Value {
-    let presence = presence(app, extra);
+    let presence = presence(app, extra, SNAPSHOT_PEERS);
     json!({
         "presence": presence,
         "health": { "ok": true, "ts": now_ms(), "durationMs": 0 },
