@@ -21,6 +21,8 @@ pub const MAX_PARALLEL_RUNS: usize = 64;
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
 /// How long the dispatcher sleeps when nothing wakes it, as a safety net for missed wakes.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often leases of dead processes (a handover parent killed mid-drain) are re-queued.
+const DEAD_LEASE_SWEEP: Duration = Duration::from_secs(5);
 
 /// How a step attempt ended, from the executor's point of view.
 enum StepEnd {
@@ -106,7 +108,23 @@ impl Executor {
 
     async fn dispatch(self: Arc<Self>) {
         let mut admitting = self.admitting.subscribe();
+        let mut last_sweep = std::time::Instant::now();
         loop {
+            if last_sweep.elapsed() >= DEAD_LEASE_SWEEP {
+                last_sweep = std::time::Instant::now();
+                let epoch = self.boot.epoch;
+                match self
+                    .store
+                    .call(move |s| s.requeue_dead_leases(epoch, pid_alive))
+                    .await
+                {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::warn!(runs = ?ids, "re-queued runs whose lease holder died");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "dead-lease sweep failed"),
+                }
+            }
             if !*admitting.borrow() {
                 return;
             }
@@ -344,6 +362,16 @@ async fn run_exec(
             "interrupted: the gateway stopped and aborted the step at its stop budget".into(),
         ),
     }
+}
+
+/// Whether a process with this pid exists (EPERM counts: it exists, we may not signal it).
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn kill_group(pid: Option<u32>) {

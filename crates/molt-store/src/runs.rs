@@ -503,6 +503,47 @@ impl Store {
         Ok(ids.into_iter().map(|(id, _)| RunId(id)).collect())
     }
 
+    /// Re-queues runs leased by another epoch whose process `is_alive` says is gone: a
+    /// handover parent killed while draining, say. Returns the re-queued run ids.
+    pub fn requeue_dead_leases(
+        &mut self,
+        current: i64,
+        is_alive: impl Fn(u32) -> bool,
+    ) -> Result<Vec<RunId>> {
+        let tx = self.conn.transaction().ctx("starting dead-lease sweep")?;
+        let leased: Vec<(String, i64, u32)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, lease_epoch, lease_pid FROM runs
+                     WHERE state = 'running' AND lease_epoch IS NOT ?1 AND lease_pid IS NOT NULL",
+                )
+                .ctx("preparing sweep")?;
+            let rows = stmt
+                .query_map([current], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .ctx("finding leases")?;
+            let mut v = Vec::new();
+            for row in rows {
+                v.push(row.ctx("reading lease")?);
+            }
+            v
+        };
+        let mut out = Vec::new();
+        for (id, epoch, pid) in leased {
+            if !is_alive(pid) {
+                requeue(
+                    &tx,
+                    &id,
+                    &format!(
+                        "interrupted: the process of boot epoch {epoch} (pid {pid}) died mid-step"
+                    ),
+                )?;
+                out.push(RunId(id));
+            }
+        }
+        tx.commit().ctx("committing sweep")?;
+        Ok(out)
+    }
+
     /// Asks for a run to be cancelled. A queued run is cancelled at once; a running one is
     /// flagged, and its lease holder stops the step. Returns the state after the request.
     pub fn request_cancel(&mut self, id: &str) -> Result<RunState> {

@@ -203,3 +203,21 @@ fn device_pairing() {
     assert!(store.approve_device("nope", "t").unwrap().is_none());
     assert_eq!(store.list_devices().unwrap().len(), 1);
 }
+
+#[test]
+fn dead_lease_sweep_requeues_only_dead_holders() {
+    let (_d, mut store) = temp_store();
+    let parent = store.begin_boot(100, "1", "b").unwrap();
+    let live = store.begin_boot(200, "1", "b").unwrap();
+    let a = store.create_run(None, &[exec("a")], None).unwrap();
+    let b = store.create_run(None, &[exec("b")], None).unwrap();
+    store.claim_next(parent).unwrap();
+    store.claim_next(live).unwrap();
+    let me = store.begin_boot(300, "1", "b").unwrap();
+    let swept = store
+        .requeue_dead_leases(me.epoch, |pid| pid == 200)
+        .unwrap();
+    assert_eq!(swept, vec![a.clone()]);
+    assert_eq!(store.get_run(&a.0).unwrap().state, RunState::Queued);
+    assert_eq!(store.get_run(&b.0).unwrap().state, RunState::Running);
+}

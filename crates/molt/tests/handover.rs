@@ -403,3 +403,35 @@ fn twenty_handovers_under_load_refuse_nothing() {
         });
     }
 }
+
+#[test]
+fn old_process_killed_mid_drain_its_run_resumes_in_the_successor() {
+    let home = Home::new("");
+    let mut gw = home.start();
+    let marker = home.path().join("m");
+    let mut args = vec!["run", "exec", "--"];
+    let argv = attempt_aware(&marker, 60);
+    args.extend(argv.iter().map(String::as_str));
+    let id = home.cli_ok(&args).trim().to_owned();
+    wait_for("step started", Duration::from_secs(10), || {
+        std::fs::read_to_string(&marker).is_ok().then_some(())
+    });
+    let out = home.cli_json(&["gateway", "restart", "--json"]);
+    let new = out["handover"]["to"]["pid"].as_i64().unwrap();
+    // The old process drains the 60 s step; kill it hard.
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(Duration::from_secs(5));
+    wait_for(
+        "the successor re-runs the step",
+        Duration::from_secs(30),
+        || (run_state(&home, &id)["state"] == "succeeded").then_some(()),
+    );
+    let run = run_state(&home, &id);
+    assert_eq!(run["steps"][0]["attempts"], 2, "{run}");
+    unsafe {
+        libc::kill(new as i32, libc::SIGTERM);
+    }
+    wait_for("exit", Duration::from_secs(15), || {
+        (!pid_alive(new as i32)).then_some(())
+    });
+}

@@ -207,3 +207,57 @@ pub fn attempt_aware(marker: &Path, first_secs: u32) -> Vec<String> {
 pub fn run_state(home: &Home, id: &str) -> Value {
     home.cli_json(&["tasks", "get", id, "--json"])
 }
+
+/// Whether a systemd user manager is available (the test runs under
+/// `scripts/with-systemd-user.sh`). In CI its absence is a failure, never a skip.
+pub fn systemd_available() -> bool {
+    if std::env::var_os("MOLT_TEST_SYSTEMD").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs a systemd user manager: run it under scripts/with-systemd-user.sh"
+    );
+    eprintln!("no systemd user manager (run under scripts/with-systemd-user.sh); skipping");
+    false
+}
+
+/// `systemctl --user ARGS`.
+pub fn systemctl(args: &[&str]) -> Output {
+    Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .output()
+        .expect("run systemctl")
+}
+
+/// `systemctl --user show` of the given properties.
+pub fn unit_show(unit: &str, props: &[&str]) -> std::collections::HashMap<String, String> {
+    let mut args = vec!["show", unit];
+    for p in props {
+        args.push("-p");
+        args.push(p);
+    }
+    let out = systemctl(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// Writes a user unit for this home's gateway into the manager's unit directory.
+pub fn write_unit(home: &Home, unit: &str, extra: &str) {
+    let dir = PathBuf::from(std::env::var("XDG_CONFIG_HOME").expect("XDG_CONFIG_HOME"))
+        .join("systemd/user");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[Unit]\nDescription=molt test gateway\n\n[Service]\nType=notify\nNotifyAccess=all\n\
+         ExecStart={MOLT} gateway run\nEnvironment=HOME={home} MOLT_GATEWAY_PORT={port} MOLT_LOG=info\n\
+         Restart=always\nRestartPreventExitStatus=78\nTimeoutStopSec=15\nKillMode=mixed\n{extra}\n",
+        home = home.path().display(),
+        port = home.port,
+    );
+    std::fs::write(dir.join(unit), text).unwrap();
+    let out = systemctl(&["daemon-reload"]);
+    assert!(out.status.success(), "{out:?}");
+}
