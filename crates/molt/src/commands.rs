@@ -18,13 +18,13 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn config(message: impl Into<String>) -> Self {
+    pub fn config(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_CONFIG,
             message: message.into(),
         }
     }
-    fn failed(message: impl Into<String>) -> Self {
+    pub fn failed(message: impl Into<String>) -> Self {
         Self {
             code: 1,
             message: message.into(),
@@ -39,12 +39,12 @@ impl From<ClientError> for Failure {
 }
 
 /// The profile, its paths and its config, resolved once for every command.
-struct Context {
-    profile: Profile,
-    config_path: PathBuf,
-    state_dir: PathBuf,
-    share_dir: PathBuf,
-    config: Config,
+pub struct Context {
+    pub profile: Profile,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub share_dir: PathBuf,
+    pub config: Config,
 }
 
 fn resolve(cli: &Cli) -> Result<Context, Failure> {
@@ -105,6 +105,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", ctx.config.to_masked_toml(&ctx.profile));
             Ok(())
         }
+        Command::Install { prefix } => crate::service::install(&ctx, prefix.as_ref()),
+        Command::Service(cmd) => crate::service::run(&cli, &ctx, cmd),
         _ => client_command(&cli, &ctx),
     }
 }
@@ -131,6 +133,27 @@ fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
     opts.identity_file = Some(ctx.state_dir.join("identity").join("device.json"));
     opts.client_version = crate::VERSION.into();
     opts
+}
+
+/// One call to the running gateway: a short timeout, no reconnect.
+pub fn call_gateway(
+    cli: &Cli,
+    ctx: &Context,
+    method: &str,
+    params: Option<Value>,
+) -> Result<Value, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let mut opts = client_options(cli, ctx);
+    opts.request_timeout = std::time::Duration::from_secs(60);
+    rt.block_on(async {
+        let mut c = Client::connect(opts).await?;
+        let r = c.call_once(method, params).await;
+        c.close().await;
+        Ok(r?)
+    })
 }
 
 fn client_command(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
@@ -393,7 +416,10 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
                 );
             }
         }
-        Command::Gateway(GatewayCommand::Run(_)) | Command::Config(_) => {
+        Command::Gateway(GatewayCommand::Run(_))
+        | Command::Config(_)
+        | Command::Install { .. }
+        | Command::Service(_) => {
             unreachable!("handled without a client")
         }
     }

@@ -1,6 +1,7 @@
 //! `molt`: the gateway daemon and its command-line client, in one binary.
 
 mod commands;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,15 @@ pub enum Command {
     /// Manage device pairing.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Install this binary as a version of molt and point `current` at it.
+    Install {
+        /// Install under PREFIX/share and PREFIX/bin instead of ~/.local/share and ~/.local/bin.
+        #[arg(long)]
+        prefix: Option<PathBuf>,
+    },
+    /// Manage the systemd user unit.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Call a protocol method directly and print the JSON result.
     Call {
         method: String,
@@ -86,6 +96,36 @@ pub struct GatewayRunArgs {
     /// Bind address (overrides gateway.bind). Non-loopback needs auth.
     #[arg(long)]
     pub bind: Option<std::net::IpAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Write (or repair) the unit for what `current` points to, reload and enable it.
+    Install {
+        /// Also run `loginctl enable-linger $USER`.
+        #[arg(long)]
+        enable_linger: bool,
+    },
+    /// Stop, disable and remove the unit.
+    Uninstall,
+    /// Start the unit (returns once the gateway is ready).
+    Start,
+    /// Stop the unit (inside the stop budget).
+    Stop,
+    /// A handover when the gateway runs; a start when it does not. Never a stop and a start.
+    Restart,
+    /// Unit state, main pid, restarts, and the unit/current/running versions side by side.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the journal, or the gateway's log file when there is no journal.
+    Logs {
+        #[arg(long)]
+        no_follow: bool,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]

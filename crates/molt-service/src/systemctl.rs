@@ -1,0 +1,75 @@
+//! `systemctl --user` and `journalctl --user`, with errors that say what failed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::ServiceError;
+
+/// Runs `systemctl --user ARGS`; a non-zero exit is an error carrying its stderr.
+pub fn run(args: &[&str]) -> Result<Output, ServiceError> {
+    let out = Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .output()
+        .map_err(|source| ServiceError::Io {
+            what: "running systemctl --user".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ServiceError::Systemctl {
+            args: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a user manager answers at all.
+pub fn manager_available() -> bool {
+    Command::new("systemctl")
+        .args(["--user", "is-system-running"])
+        .output()
+        .map(|o| {
+            let s = String::from_utf8_lossy(&o.stdout);
+            !s.trim().is_empty() && !s.contains("offline")
+        })
+        .unwrap_or(false)
+}
+
+/// `systemctl --user show UNIT -p ...` as a map.
+pub fn show(unit: &str, props: &[&str]) -> Result<HashMap<String, String>, ServiceError> {
+    let mut args = vec!["show", unit];
+    for p in props {
+        args.push("-p");
+        args.push(p);
+    }
+    let out = run(&args)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect())
+}
+
+/// Where the user manager reads unit files.
+pub fn unit_dir() -> Result<PathBuf, ServiceError> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("systemd/user"));
+    }
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| ServiceError::Conflict("HOME is not set".into()))?;
+    Ok(PathBuf::from(home).join(".config/systemd/user"))
+}
+
+/// The state of lingering for `user`: `Some(true)` lingers, `None` cannot be told.
+pub fn linger(user: &str) -> Option<bool> {
+    let out = Command::new("loginctl")
+        .args(["show-user", user, "-p", "Linger", "--value"])
+        .output()
+        .ok()?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
