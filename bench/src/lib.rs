@@ -349,9 +349,12 @@ pub fn print_header(name: &str) {
         .unwrap_or(0);
     let bin = molt_bin();
     let bin = bin.canonicalize().unwrap_or(bin);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     println!(
-        "# molt-bench {name}: binary {}, {cpus} CPU(s)",
-        bin.display()
+        "# molt-bench {name}: binary {}, {cpus} CPU(s), loadavg {}",
+        bin.display(),
+        load.join(" ")
     );
 }
 

@@ -46,7 +46,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 const WARMUP: Duration = Duration::from_millis(1_000);
 const TAIL: Duration = Duration::from_millis(500);
 /// A phase's load stops after this, whatever happens.
-const PHASE_CAP: Duration = Duration::from_secs(70);
+const PHASE_CAP: Duration = Duration::from_secs(60);
 /// Gaps between successful health responses at least this long count as an outage.
 const OUTAGE: Duration = Duration::from_millis(100);
 /// How often the unit's state is sampled.
@@ -126,7 +126,8 @@ impl Unit {
         let bin = bin.canonicalize().unwrap_or(bin);
         std::fs::create_dir_all(dir).expect("create the user unit directory");
         let text = format!(
-            "[Unit]\nDescription=molt bench gateway (handover vs systemctl restart)\n\n\
+            "[Unit]\nDescription=molt bench gateway (handover vs systemctl restart)\n\
+             StartLimitIntervalSec=0\n\n\
              [Service]\nType=notify\nNotifyAccess=all\nExecStart={bin} gateway run\n\
              Environment=HOME={home} MOLT_GATEWAY_PORT={port} MOLT_LOG=info\n\
              StandardError=append:{log}\n\
@@ -269,8 +270,10 @@ struct Counts {
     reset_connect: AtomicU64,
     /// The TCP connection ended without a WebSocket close during the handshake.
     eof_connect: AtomicU64,
-    /// The handshake was answered UNAVAILABLE, or closed with 1012 (a graceful "retry").
+    /// The `connect` request was answered UNAVAILABLE (a graceful "retry shortly").
     unavailable_connect: AtomicU64,
+    /// The handshake was closed with 1012 before `hello-ok`.
+    close1012_connect: AtomicU64,
     timeout_connect: AtomicU64,
     other_connect: AtomicU64,
     health_ok: AtomicU64,
@@ -293,6 +296,7 @@ struct Snapshot {
     reset_connect: u64,
     eof_connect: u64,
     unavailable_connect: u64,
+    close1012_connect: u64,
     timeout_connect: u64,
     other_connect: u64,
     health_ok: u64,
@@ -312,6 +316,7 @@ impl Counts {
             reset_connect: g(&self.reset_connect),
             eof_connect: g(&self.eof_connect),
             unavailable_connect: g(&self.unavailable_connect),
+            close1012_connect: g(&self.close1012_connect),
             timeout_connect: g(&self.timeout_connect),
             other_connect: g(&self.other_connect),
             health_ok: g(&self.health_ok),
@@ -345,8 +350,12 @@ fn is_econnreset(t: &str) -> bool {
     t.contains("connection reset by peer") || t.contains("os error 104")
 }
 
+/// The peer closed the TCP connection without a WebSocket close (during the HTTP upgrade,
+/// tungstenite says "Handshake not finished").
 fn is_eof(t: &str) -> bool {
-    t.contains("reset without closing handshake") || t.contains("connection lost")
+    t.contains("reset without closing handshake")
+        || t.contains("connection lost")
+        || t.contains("handshake not finished")
 }
 
 fn classify_connect(c: &Counts, e: &ClientError) {
@@ -357,10 +366,12 @@ fn classify_connect(c: &Counts, e: &ClientError) {
         inc(&c.reset_connect);
     } else if is_eof(&t) {
         inc(&c.eof_connect);
-    } else if matches!(e, ClientError::Handshake(s) if s.code == "UNAVAILABLE")
-        || matches!(e, ClientError::Closed { code: 1012, .. })
-    {
-        inc(&c.unavailable_connect);
+    } else if matches!(e, ClientError::Handshake(s) if s.code == "UNAVAILABLE") {
+        if c.unavailable_connect.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("  first handshake UNAVAILABLE of the phase: {e}");
+        }
+    } else if matches!(e, ClientError::Closed { code: 1012, .. }) {
+        inc(&c.close1012_connect);
     } else if matches!(e, ClientError::Timeout(_)) {
         inc(&c.timeout_connect);
     } else {
@@ -467,7 +478,8 @@ impl Load {
     /// Stops the load; returns the counts, the sorted success times and the load's span.
     fn finish(self, rt: &tokio::runtime::Runtime) -> (Snapshot, Vec<Instant>, Instant, Instant) {
         self.stop.store(true, Ordering::Relaxed);
-        let stopped = Instant::now();
+        // The tasks stop by themselves at the cap: gaps end there at the latest.
+        let stopped = Instant::now().min(self.started + PHASE_CAP);
         let mut ok = Vec::new();
         rt.block_on(async {
             for t in self.tasks {
@@ -518,6 +530,18 @@ fn gaps(ok: &[Instant], start: Instant, stop: Instant) -> Gaps {
     g
 }
 
+/// The longest gap in the warm-up, from its first success on.
+fn baseline(ok: &[Instant], start: Instant) -> Duration {
+    let end = start + WARMUP;
+    ok.iter()
+        .take_while(|t| **t <= end)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(*w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------------------
 // Phases
 // ---------------------------------------------------------------------------------------
@@ -525,6 +549,8 @@ fn gaps(ok: &[Instant], start: Instant, stop: Instant) -> Gaps {
 struct Phase {
     counts: Snapshot,
     gaps: Gaps,
+    /// The longest gap during the warm-up (no restart yet).
+    baseline_gap: Duration,
     load_secs: f64,
     /// Restarts that did not complete.
     failed: usize,
@@ -553,6 +579,11 @@ fn handover_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Pha
     rt.block_on(async {
         tokio::time::sleep(WARMUP).await;
         for i in 0..RESTARTS {
+            if load.started.elapsed() >= PHASE_CAP {
+                eprintln!("  handover {i}: phase cap reached; skipping the rest");
+                failed += RESTARTS - i;
+                break;
+            }
             tokio::time::sleep(PAUSE).await;
             let mut c = match Client::connect(opts.clone()).await {
                 Ok(c) => c,
@@ -612,6 +643,7 @@ fn handover_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Pha
     Phase {
         counts,
         gaps: gaps(&ok, start, stop),
+        baseline_gap: baseline(&ok, start),
         load_secs: stop.duration_since(start).as_secs_f64(),
         failed,
         external,
@@ -631,6 +663,11 @@ fn naive_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Phase 
     let (mut external, mut systemctl_took, mut failed) = (Vec::new(), Vec::new(), 0);
     std::thread::sleep(WARMUP);
     for i in 0..RESTARTS {
+        if load.started.elapsed() >= PHASE_CAP {
+            eprintln!("  restart {i}: phase cap reached; skipping the rest");
+            failed += RESTARTS - i;
+            break;
+        }
         std::thread::sleep(PAUSE);
         let old = readyz(home.port).and_then(|(_, pid)| pid);
         let t0 = Instant::now();
@@ -642,14 +679,15 @@ fn naive_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Phase 
                 String::from_utf8_lossy(&out.stderr).trim()
             );
             failed += 1;
+            continue;
         }
-        match wait_ready_new_pid(home.port, old, Duration::from_secs(30)) {
+        match wait_ready_new_pid(home.port, old, Duration::from_secs(15)) {
             Some(_) => {
                 external.push(t0.elapsed());
                 systemctl_took.push(sc);
             }
             None => {
-                eprintln!("  restart {i}: /readyz not 200 from a new pid within 30 s");
+                eprintln!("  restart {i}: /readyz not 200 from a new pid within 15 s");
                 failed += 1;
             }
         }
@@ -665,6 +703,7 @@ fn naive_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Phase 
     Phase {
         counts,
         gaps: gaps(&ok, start, stop),
+        baseline_gap: baseline(&ok, start),
         load_secs: stop.duration_since(start).as_secs_f64(),
         failed,
         external,
@@ -708,7 +747,7 @@ fn kv(tag: &str, p: &Phase) {
     println!(
         "handover_bench_{tag} restarts={RESTARTS} failed={} connects={} connected={} refused={} \
          resets={} (econnreset_connect={} eof_connect={} econnreset_call={} eof_call={}) \
-         handshake_unavailable_or_1012={} connect_timeouts={} other_connect={} health_ok={} \
+         handshake_unavailable={} handshake_closed_1012={} connect_timeouts={} other_connect={} health_ok={} \
          health_closed_1012={} other_call={} load_secs={:.2}",
         p.failed,
         c.attempts,
@@ -720,6 +759,7 @@ fn kv(tag: &str, p: &Phase) {
         c.reset_call,
         c.eof_call,
         c.unavailable_connect,
+        c.close1012_connect,
         c.timeout_connect,
         c.other_connect,
         c.health_ok,
@@ -728,9 +768,11 @@ fn kv(tag: &str, p: &Phase) {
         p.load_secs,
     );
     println!(
-        "handover_bench_{tag}_unavailability max_gap_ms={} at_ms={} outages_ge_{}ms={} outage_total_ms={}",
+        "handover_bench_{tag}_unavailability max_gap_ms={} at_ms={} baseline_max_gap_ms={} \
+         outages_ge_{}ms={} outage_total_ms={}",
         ms(p.gaps.max),
         p.gaps.max_at.as_millis(),
+        ms(p.baseline_gap),
         OUTAGE.as_millis(),
         p.gaps.outages,
         ms(p.gaps.outage_total),
@@ -774,9 +816,14 @@ fn table(h: &Phase, n: &Phase) {
             resets(&n.counts).to_string(),
         ),
         (
-            "handshake UNAVAILABLE/1012",
+            "handshake answered UNAVAILABLE",
             h.counts.unavailable_connect.to_string(),
             n.counts.unavailable_connect.to_string(),
+        ),
+        (
+            "handshake closed 1012",
+            h.counts.close1012_connect.to_string(),
+            n.counts.close1012_connect.to_string(),
         ),
         (
             "health ok",
@@ -797,6 +844,11 @@ fn table(h: &Phase, n: &Phase) {
             "unavailability window (max gap) ms",
             ms(h.gaps.max),
             ms(n.gaps.max),
+        ),
+        (
+            "baseline max gap ms (warm-up)",
+            ms(h.baseline_gap),
+            ms(n.baseline_gap),
         ),
         (
             "gaps >= 100 ms: count / total ms",

@@ -25,7 +25,7 @@ pub enum ClientError {
         "cannot reach the gateway at {url}: {message}. Is it running? Start it with `molt gateway run`"
     )]
     Connect { url: String, message: String },
-    #[error("the gateway refused the connection: {} ({})", .0.message, .0.code)]
+    #[error("the gateway turned the handshake down: {} ({})", .0.message, .0.code)]
     Handshake(ErrorShape),
     #[error("{} ({})", .0.message, .0.code)]
     Rpc(ErrorShape),
@@ -43,6 +43,15 @@ impl ClientError {
     /// Whether the gateway is restarting and the call is worth retrying on a new connection.
     pub fn is_restart(&self) -> bool {
         matches!(self, Self::Closed { code: 1012, .. })
+    }
+
+    /// Whether a handshake failed only because the process that took the connection is
+    /// handing over or stopping: a new connection reaches the one that serves.
+    fn is_transient_handshake(&self) -> bool {
+        match self {
+            Self::Handshake(e) => e.code == "UNAVAILABLE" && e.retryable == Some(true),
+            other => other.is_restart(),
+        }
     }
 }
 
@@ -99,9 +108,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and completes the handshake.
+    /// Connects and completes the handshake. A handshake answered "unavailable, retry" (the
+    /// process that took the connection was handing over) is retried, within
+    /// `reconnect_for`, after the delay the gateway asked for.
     pub async fn connect(opts: ClientOptions) -> Result<Self, ClientError> {
-        let (ws, hello) = handshake(&opts).await?;
+        let deadline = Instant::now() + opts.reconnect_for;
+        let (ws, hello) = loop {
+            match handshake(&opts).await {
+                Ok(ok) => break ok,
+                Err(e) if e.is_transient_handshake() && Instant::now() < deadline => {
+                    let wait = match &e {
+                        ClientError::Handshake(s) => s.retry_after_ms.unwrap_or(100),
+                        _ => 100,
+                    };
+                    tokio::time::sleep(Duration::from_millis(wait.clamp(10, 2000))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Self {
             opts,
             ws,

@@ -115,7 +115,7 @@ impl Executor {
                 let epoch = self.boot.epoch;
                 match self
                     .store
-                    .call(move |s| s.requeue_dead_leases(epoch, pid_alive))
+                    .call(move |s| s.requeue_dead_leases(epoch, crate::process::holder_alive))
                     .await
                 {
                     Ok(ids) if !ids.is_empty() => {
@@ -362,16 +362,6 @@ async fn run_exec(
             "interrupted: the gateway stopped and aborted the step at its stop budget".into(),
         ),
     }
-}
-
-/// Whether a process with this pid exists (EPERM counts: it exists, we may not signal it).
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn kill_group(pid: Option<u32>) {

@@ -257,10 +257,17 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
         // feeding the watchdog.
         .env_remove("WATCHDOG_PID")
         .kill_on_drop(false);
-    // SAFETY: the closure only calls fcntl(2) and dup2(2), which are async-signal-safe, on
-    // fds that stay open in the parent for the whole spawn. Every source is first copied
-    // above the targets, so placing one cannot clobber another that happens to sit at 3-5.
-    // dup2 leaves the placed fds without CLOEXEC, so only these three reach the child.
+    // SAFETY: the closure only calls fcntl(2), dup2(2), setpgid(2), fork(2) and _exit(2), on
+    // fds that stay open in the parent for the whole spawn.
+    // - Every source is first copied above the targets, so placing one cannot clobber another
+    //   that happens to sit at 3-5; dup2 leaves the placed fds without CLOEXEC, so only these
+    //   three reach the successor.
+    // - Then it forks once more and the intermediate exits: the successor is re-parented to
+    //   the service manager (a child subreaper), so its `MAINPID=` is the manager's own child.
+    //   systemd does not wait for an "alien" main pid at stop, and with KillMode=mixed would
+    //   go straight to SIGKILL.
+    // - The intermediate makes itself a process group the successor inherits, so a successor
+    //   that hangs before ready can still be killed: kill(-pgid).
     unsafe {
         cmd.pre_exec(move || {
             let mut high = [0; 3];
@@ -275,14 +282,41 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            Ok(())
+            if libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => Ok(()),
+                _ => libc::_exit(0),
+            }
         });
     }
-    let mut child = cmd
+    // Returns once the successor has exec'd (or failed to).
+    let mut intermediate = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     drop(theirs);
-    let child_pid = child.id().unwrap_or(0);
+    let pgid = intermediate.id().unwrap_or(0) as i32;
+    let kill_successor = || {
+        if pgid > 0 {
+            // SAFETY: kill(2) has no memory-safety preconditions; the group is the
+            // successor's alone.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), intermediate.wait()).await {
+        Ok(Ok(s)) if s.success() => {}
+        other => {
+            kill_successor();
+            return Err(format!(
+                "cannot start {}: the spawn helper ended with {other:?}",
+                binary.display()
+            ));
+        }
+    }
     ours.set_nonblocking(true)
         .map_err(|e| format!("control socket: {e}"))?;
     let control =
@@ -290,35 +324,26 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
     let (read_half, mut write_half) = control.into_split();
     let mut lines = tokio::io::BufReader::new(read_half).lines();
     let timeout = Duration::from_millis(app.handover_timeout_ms);
+    let what = format!("the new process ({}, group {pgid})", binary.display());
 
     let ready = tokio::select! {
         line = lines.next_line() => match line {
             Ok(Some(l)) => match serde_json::from_str::<ChildMsg>(&l) {
                 Ok(ChildMsg::Ready(s)) => Ok(s),
-                Ok(ChildMsg::Error(e)) => Err(format!("the new process (pid {child_pid}) failed its checks: {e}")),
-                Err(e) => Err(format!("the new process sent garbage on the control socket: {e}")),
+                Ok(ChildMsg::Error(e)) => Err(format!("{what} failed its checks: {e}")),
+                Err(e) => Err(format!("{what} sent garbage on the control socket: {e}")),
             },
-            Ok(None) | Err(_) => {
-                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                Err(match status {
-                    Ok(Ok(s)) => format!("the new process (pid {child_pid}, {}) exited with {s} before taking over", binary.display()),
-                    _ => format!("the new process (pid {child_pid}) closed its control socket before taking over"),
-                })
-            }
+            // Its end of the control socket closes only when it dies.
+            Ok(None) | Err(_) => Err(format!("{what} exited before taking over")),
         },
-        status = child.wait() => Err(match status {
-            Ok(s) => format!("the new process (pid {child_pid}, {}) exited with {s} before taking over", binary.display()),
-            Err(e) => format!("cannot watch the new process: {e}"),
-        }),
         _ = tokio::time::sleep(timeout) => Err(format!(
-            "the new process (pid {child_pid}) did not report ready within {} ms", timeout.as_millis()
+            "{what} did not report ready within {} ms", timeout.as_millis()
         )),
     };
     let successor = match ready {
         Ok(s) => s,
         Err(e) => {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            kill_successor();
             return Err(e);
         }
     };
@@ -329,8 +354,8 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
     if let Err(e) = write_half.write_all(go.as_bytes()).await {
         // The child is gone after being ready: take serving back.
         app.accepting.send_replace(true);
-        let _ = child.start_kill();
-        return Err(format!("the new process went away before go: {e}"));
+        kill_successor();
+        return Err(format!("{what} went away before go: {e}"));
     }
     app.notifier.notify(&format!("MAINPID={}", successor.pid));
     tracing::info!(
@@ -339,7 +364,5 @@ async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Succ
         "handover: new process accepting"
     );
     app.lifecycle.send_replace(Lifecycle::HandingOver);
-    // The child outlives us; nobody waits for it here.
-    drop(child);
     Ok(successor)
 }

@@ -13,6 +13,7 @@ mod lock;
 pub mod logging;
 mod methods;
 pub mod notify;
+pub mod process;
 mod store_handle;
 mod ws;
 
@@ -190,10 +191,10 @@ async fn serve(
     let boot = store
         .begin_boot(pid, &opts.build.version, &opts.build.build_id)
         .map_err(|e| GatewayError::fatal(format!("cannot record the boot: {e}")))?;
-    // A handover parent is alive and still owns its leases; it releases them as it drains.
-    let keep: Vec<i64> = adopted.iter().map(|(_, epoch)| *epoch).collect();
+    // Leases of dead processes go back to the queue. Live ones (handover predecessors still
+    // draining) keep theirs and release them at their step boundaries.
     let requeued = store
-        .requeue_foreign_leases(boot.epoch, &keep)
+        .requeue_dead_leases(boot.epoch, process::holder_alive)
         .map_err(|e| GatewayError::fatal(format!("cannot re-queue interrupted runs: {e}")))?;
     tracing::info!(
         version = %opts.build.version,
@@ -411,6 +412,10 @@ async fn stop(
         budget_ms = budget.as_millis() as u64,
         "stopping: admission closed, draining in-flight steps"
     );
+    // Handover predecessors still draining are part of this service: they stop too, so they
+    // release their runs themselves instead of being SIGKILLed by the service manager after
+    // we exit.
+    let predecessors = stop_predecessors(app).await;
     let second_signal = async {
         tokio::select! {
             _ = term.recv() => {},
@@ -442,6 +447,10 @@ async fn stop(
         }
         false
     };
+    let left = budget
+        .saturating_sub(t0.elapsed())
+        .saturating_sub(Duration::from_millis(200));
+    wait_for_exit(&predecessors, left).await;
     let epoch = app.boot.epoch;
     if let Err(e) = app.store.call(move |s| s.end_boot(epoch, clean)).await {
         tracing::error!(error = %e, "cannot record the end of the boot");
@@ -451,6 +460,37 @@ async fn stop(
         clean,
         "gateway stopped"
     );
+}
+
+/// Sends SIGTERM to live handover predecessors; returns their pids.
+async fn stop_predecessors(app: &Arc<App>) -> Vec<u32> {
+    let epoch = app.boot.epoch;
+    let boots = app
+        .store
+        .call(move |s| s.unended_boots(epoch))
+        .await
+        .unwrap_or_default();
+    let live: Vec<u32> = boots
+        .into_iter()
+        .filter(|(_, pid, started)| *pid != app.pid && process::holder_alive(*pid, *started))
+        .map(|(_, pid, _)| pid)
+        .collect();
+    for pid in &live {
+        tracing::info!(pid, "stopping a draining predecessor");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(*pid as i32, libc::SIGTERM);
+        }
+    }
+    live
+}
+
+/// Waits until none of `pids` exists, or `timeout` passes.
+async fn wait_for_exit(pids: &[u32], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while pids.iter().any(|p| process::holder_alive(*p, i64::MAX)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Binds the listening socket, or adopts one passed by the service manager (`LISTEN_FDS`).

@@ -303,8 +303,12 @@ async fn admit(
 ) -> Result<(Session, String, Value, Value), Rejected> {
     let id = a.request_id.clone();
     if app.state() != Lifecycle::Serving {
-        let err = ErrorShape::unavailable("the gateway is stopping; reconnect shortly", 1000)
-            .with_details(json!({ "reason": "gateway-stopping" }));
+        // A successor already accepts new connections: retry at once.
+        let err = ErrorShape::unavailable(
+            "this gateway process is handing over or stopping; reconnect",
+            50,
+        )
+        .with_details(json!({ "reason": "gateway-stopping" }));
         return Err(reject_with(&id, err, close::SERVICE_RESTART));
     }
     if a.params.role() != "operator" {

@@ -6,7 +6,7 @@
 //! Runs are sequences of steps. The lifecycle of a step is:
 //! `pending` → (lease holder calls [`Store::start_step`]) → `running` →
 //! [`Store::finish_step`] → `succeeded`/`failed`/`cancelled`, or [`Store::release_run`] /
-//! [`Store::requeue_foreign_leases`] → `pending` again, keeping its attempt count. Every
+//! [`Store::requeue_dead_leases`] → `pending` again, keeping its attempt count. Every
 //! transition checks the run's lease, so two processes can never execute the same step.
 
 mod devices;
@@ -110,6 +110,14 @@ impl Store {
         Ok(store)
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so a busy
+    /// database waits (`busy_timeout`) instead of failing: a deferred transaction that reads
+    /// and then writes gets SQLITE_BUSY at once in WAL mode when another process wrote.
+    pub(crate) fn write_tx(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    }
+
     /// The schema version after migrations.
     pub fn schema_version(&self) -> Result<i64> {
         self.conn
@@ -128,7 +136,7 @@ impl Store {
 
     /// Records a new boot: bumps the `boot_epoch` row and logs the boot. Call once per start.
     pub fn begin_boot(&mut self, pid: u32, version: &str, build_id: &str) -> Result<Boot> {
-        let tx = self.conn.transaction().ctx("starting boot transaction")?;
+        let tx = self.write_tx().ctx("starting boot transaction")?;
         let epoch: i64 = tx
             .query_row(
                 "INSERT INTO meta(key, value) VALUES ('boot_epoch', '1')
@@ -156,6 +164,23 @@ impl Store {
             )
             .ctx("ending boot")?;
         Ok(())
+    }
+
+    /// Boots before `current` that never recorded their end: (epoch, pid, started_at_ms).
+    /// Some may still run (handover predecessors draining); check each pid.
+    pub fn unended_boots(&self, current: i64) -> Result<Vec<(i64, u32, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT epoch, pid, started_at_ms FROM boots WHERE ended_at_ms IS NULL AND epoch < ?1")
+            .ctx("preparing boots query")?;
+        let rows = stmt
+            .query_map([current], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .ctx("listing boots")?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.ctx("reading boot")?);
+        }
+        Ok(out)
     }
 
     /// The current boot epoch, if any boot was recorded.

@@ -89,7 +89,9 @@ pub(crate) fn run(conn: &mut Connection) -> Result<()> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction().ctx("starting migration")?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("starting migration")?;
         tx.execute_batch(sql).ctx("applying migration")?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .ctx("bumping schema version")?;

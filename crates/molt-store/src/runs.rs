@@ -197,7 +197,7 @@ impl Store {
         steps: &[StepSpec],
         idempotency_key: Option<&str>,
     ) -> Result<RunId> {
-        let tx = self.conn.transaction().ctx("starting create_run")?;
+        let tx = self.write_tx().ctx("starting create_run")?;
         if let Some(key) = idempotency_key {
             let existing: Option<String> = tx
                 .query_row(
@@ -366,7 +366,7 @@ impl Store {
     /// committed first, so an interruption is visible after a crash. `None` means the run has no
     /// step left to start (it was cancelled or completed).
     pub fn start_step(&mut self, run: &RunId, boot: Boot) -> Result<Option<StepRecord>> {
-        let tx = self.conn.transaction().ctx("starting start_step")?;
+        let tx = self.write_tx().ctx("starting start_step")?;
         let next = check_lease(&tx, run, boot)?;
         let changed = tx
             .execute(
@@ -392,7 +392,7 @@ impl Store {
         boot: Boot,
         outcome: &StepOutcome,
     ) -> Result<RunState> {
-        let tx = self.conn.transaction().ctx("starting finish_step")?;
+        let tx = self.write_tx().ctx("starting finish_step")?;
         let next = check_lease(&tx, run, boot)?;
         if next != index {
             return Err(StoreError::Corrupt(format!(
@@ -463,63 +463,40 @@ impl Store {
     /// with its attempt count kept, so the next lease holder re-runs it. `why` is recorded on
     /// the step.
     pub fn release_run(&mut self, run: &RunId, boot: Boot, why: &str) -> Result<()> {
-        let tx = self.conn.transaction().ctx("starting release_run")?;
+        let tx = self.write_tx().ctx("starting release_run")?;
         check_lease(&tx, run, boot)?;
         requeue(&tx, &run.0, why)?;
         tx.commit().ctx("committing release")?;
         Ok(())
     }
 
-    /// Re-queues every run leased by an epoch other than `current` and not in `keep`. Call at
-    /// start-up, holding the state lock, so those leases can only belong to dead processes.
-    /// Returns the re-queued run ids.
-    pub fn requeue_foreign_leases(&mut self, current: i64, keep: &[i64]) -> Result<Vec<RunId>> {
-        let tx = self.conn.transaction().ctx("starting requeue")?;
-        let ids: Vec<(String, i64)> = {
-            let mut stmt = tx
-                .prepare("SELECT id, lease_epoch FROM runs WHERE state = 'running' AND lease_epoch IS NOT ?1")
-                .ctx("preparing requeue")?;
-            let rows = stmt
-                .query_map([current], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?)))
-                .ctx("finding foreign leases")?;
-            let mut v = Vec::new();
-            for row in rows {
-                let (id, epoch) = row.ctx("reading lease")?;
-                let epoch = epoch.unwrap_or(0);
-                if !keep.contains(&epoch) {
-                    v.push((id, epoch));
-                }
-            }
-            v
-        };
-        for (id, epoch) in &ids {
-            requeue(
-                &tx,
-                id,
-                &format!("interrupted: the process of boot epoch {epoch} ended mid-step"),
-            )?;
-        }
-        tx.commit().ctx("committing requeue")?;
-        Ok(ids.into_iter().map(|(id, _)| RunId(id)).collect())
-    }
-
-    /// Re-queues runs leased by another epoch whose process `is_alive` says is gone: a
-    /// handover parent killed while draining, say. Returns the re-queued run ids.
+    /// Re-queues runs leased by another epoch whose process is gone, judged by
+    /// `is_alive(pid, boot_started_at_ms)`: a crash, a SIGKILL, a handover parent killed while
+    /// draining. A live holder (an older process still draining after a handover) keeps its
+    /// runs. Call at start-up and now and then. Returns the re-queued run ids.
     pub fn requeue_dead_leases(
         &mut self,
         current: i64,
-        is_alive: impl Fn(u32) -> bool,
+        is_alive: impl Fn(u32, i64) -> bool,
     ) -> Result<Vec<RunId>> {
-        let tx = self.conn.transaction().ctx("starting dead-lease sweep")?;
-        let leased: Vec<(String, i64, u32)> = {
+        let tx = self.write_tx().ctx("starting dead-lease sweep")?;
+        let leased: Vec<(String, i64, u32, i64)> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, lease_epoch, lease_pid FROM runs
-                     WHERE state = 'running' AND lease_epoch IS NOT ?1 AND lease_pid IS NOT NULL",
+                    "SELECT r.id, r.lease_epoch, r.lease_pid, COALESCE(b.started_at_ms, 0)
+                     FROM runs r LEFT JOIN boots b ON b.epoch = r.lease_epoch
+                     WHERE r.state = 'running' AND r.lease_epoch IS NOT ?1",
                 )
                 .ctx("preparing sweep")?;
             let rows = stmt
-                .query_map([current], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([current], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        r.get::<_, Option<u32>>(2)?.unwrap_or(0),
+                        r.get(3)?,
+                    ))
+                })
                 .ctx("finding leases")?;
             let mut v = Vec::new();
             for row in rows {
@@ -528,8 +505,8 @@ impl Store {
             v
         };
         let mut out = Vec::new();
-        for (id, epoch, pid) in leased {
-            if !is_alive(pid) {
+        for (id, epoch, pid, started) in leased {
+            if pid == 0 || !is_alive(pid, started) {
                 requeue(
                     &tx,
                     &id,
@@ -547,7 +524,7 @@ impl Store {
     /// Asks for a run to be cancelled. A queued run is cancelled at once; a running one is
     /// flagged, and its lease holder stops the step. Returns the state after the request.
     pub fn request_cancel(&mut self, id: &str) -> Result<RunState> {
-        let tx = self.conn.transaction().ctx("starting cancel")?;
+        let tx = self.write_tx().ctx("starting cancel")?;
         let state: String = tx
             .query_row("SELECT state FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .optional()

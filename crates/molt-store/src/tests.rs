@@ -111,7 +111,7 @@ fn dead_epoch_is_requeued_and_attempt_counted() {
     // The process dies here. The next boot re-queues the run.
     let new = store.begin_boot(11, "1", "b").unwrap();
     assert_eq!(
-        store.requeue_foreign_leases(new.epoch, &[]).unwrap(),
+        store.requeue_dead_leases(new.epoch, |_, _| false).unwrap(),
         vec![id.clone()]
     );
     let run = store.get_run(&id.0).unwrap();
@@ -142,7 +142,7 @@ fn keep_epochs_are_not_requeued() {
     let new = store.begin_boot(11, "1", "b").unwrap();
     assert!(
         store
-            .requeue_foreign_leases(new.epoch, &[old.epoch])
+            .requeue_dead_leases(new.epoch, |pid, _| pid == old.pid)
             .unwrap()
             .is_empty()
     );
@@ -215,7 +215,7 @@ fn dead_lease_sweep_requeues_only_dead_holders() {
     store.claim_next(live).unwrap();
     let me = store.begin_boot(300, "1", "b").unwrap();
     let swept = store
-        .requeue_dead_leases(me.epoch, |pid| pid == 200)
+        .requeue_dead_leases(me.epoch, |pid, _| pid == 200)
         .unwrap();
     assert_eq!(swept, vec![a.clone()]);
     assert_eq!(store.get_run(&a.0).unwrap().state, RunState::Queued);

@@ -261,3 +261,114 @@ pub fn write_unit(home: &Home, unit: &str, extra: &str) {
     let out = systemctl(&["daemon-reload"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A home for a profiled gateway run as a service: the config lives where the service will
+/// look for it (`$XDG_CONFIG_HOME/molt-P/molt.toml`, the user manager's XDG_CONFIG_HOME).
+pub struct ServiceHome {
+    pub home: Home,
+    pub profile: String,
+}
+
+impl ServiceHome {
+    pub fn new(prefix: &str, config: &str) -> Self {
+        let home = Home::new("");
+        let profile = format!("{prefix}{}", home.port);
+        let xdg = PathBuf::from(std::env::var("XDG_CONFIG_HOME").expect("XDG_CONFIG_HOME"));
+        let dir = xdg.join(format!("molt-{profile}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("molt.toml"),
+            format!("[gateway]\nport = {}\n{config}", home.port),
+        )
+        .unwrap();
+        Self { home, profile }
+    }
+
+    pub fn unit(&self) -> String {
+        format!("molt-gateway-{}.service", self.profile)
+    }
+
+    pub fn unit_file(&self) -> PathBuf {
+        PathBuf::from(std::env::var("XDG_CONFIG_HOME").unwrap())
+            .join("systemd/user")
+            .join(self.unit())
+    }
+
+    /// `molt --profile P ARGS` with the user manager's environment.
+    pub fn molt(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(MOLT);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("MOLT_LOG", "info");
+        for k in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"] {
+            if let Some(v) = std::env::var_os(k) {
+                c.env(k, v);
+            }
+        }
+        c.arg("--profile")
+            .arg(&self.profile)
+            .args(args)
+            .output()
+            .expect("spawn molt")
+    }
+
+    pub fn molt_ok(&self, args: &[&str]) -> String {
+        let out = self.molt(args);
+        assert!(
+            out.status.success(),
+            "molt {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn molt_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.molt(args);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("molt {args:?}: {e}: {out:?}"))
+    }
+
+    pub fn show(&self, props: &[&str]) -> std::collections::HashMap<String, String> {
+        unit_show(&self.unit(), props)
+    }
+}
+
+/// Kills every process whose environment names `home` as HOME: gateways, handover
+/// successors (nobody's child), and the steps they started. Test homes call it on drop, so a
+/// failing test leaves nothing running.
+pub fn kill_processes_of(home: &Path) {
+    let needle = format!("HOME={}\0", home.display());
+    for _ in 0..3 {
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found = true;
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if !found {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        kill_processes_of(self.dir.path());
+    }
+}
