@@ -209,11 +209,21 @@ impl Default for GatewayConfig {
     }
 }
 
+/// `[update]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// Release public keys (lines of `molt release keygen`'s `PREFIX.pub`). Updates are
+    /// refused while this is empty: molt has no built-in key.
+    pub trusted_keys: Vec<String>,
+}
+
 /// The whole `molt.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub gateway: GatewayConfig,
+    pub update: UpdateConfig,
 }
 
 /// The type of one overridable key; drives how its environment value is parsed.
@@ -224,6 +234,8 @@ enum Kind {
     Addr,
     Mode,
     Secret,
+    /// Several values, separated by newlines or `;`.
+    List,
 }
 
 /// Every key and its environment override. One list, so `MOLT_*` support cannot drift from
@@ -237,6 +249,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("gateway.auth.mode", Kind::Mode),
     ("gateway.auth.token", Kind::Secret),
     ("gateway.auth.password", Kind::Secret),
+    ("update.trusted_keys", Kind::List),
 ];
 
 /// `gateway.stop_budget_ms` -> `MOLT_GATEWAY_STOP_BUDGET_MS`.
@@ -309,6 +322,14 @@ impl Config {
                 }
                 ("gateway.auth.token", Kind::Secret) => g.auth.token = Some(value),
                 ("gateway.auth.password", Kind::Secret) => g.auth.password = Some(value),
+                ("update.trusted_keys", Kind::List) => {
+                    self.update.trusted_keys = value
+                        .split(['\n', ';'])
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 _ => unreachable!("KEYS and apply_env disagree on {key}"),
             }
         }

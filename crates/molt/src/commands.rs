@@ -106,6 +106,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Install { prefix } => crate::service::install(&ctx, prefix.as_ref()),
+        Command::Release(cmd) => crate::release::run(cmd),
         Command::Service(cmd) => crate::service::run(&cli, &ctx, cmd),
         _ => client_command(&cli, &ctx),
     }
@@ -419,6 +420,7 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
         Command::Gateway(GatewayCommand::Run(_))
         | Command::Config(_)
         | Command::Install { .. }
+        | Command::Release(_)
         | Command::Service(_) => {
             unreachable!("handled without a client")
         }

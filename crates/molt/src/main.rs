@@ -1,6 +1,7 @@
 //! `molt`: the gateway daemon and its command-line client, in one binary.
 
 mod commands;
+mod release;
 mod service;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Manage the systemd user unit.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Make and sign releases (for maintainers and tests).
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Call a protocol method directly and print the JSON result.
     Call {
         method: String,
@@ -96,6 +100,45 @@ pub struct GatewayRunArgs {
     /// Bind address (overrides gateway.bind). Non-loopback needs auth.
     #[arg(long)]
     pub bind: Option<std::net::IpAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// Write an Ed25519 release key pair: PREFIX.key (0600) and PREFIX.pub (one line, for
+    /// `[update] trusted_keys`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "molt release key")]
+        comment: String,
+    },
+    /// Pack a binary as molt-V-<target>.tar.zst in DIR and add it to DIR/manifest.json.
+    Build {
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Target name (default: this host's, e.g. x86_64-linux).
+        #[arg(long)]
+        target: Option<String>,
+        /// Days until the entry expires.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+        /// The oldest installed version this release may be installed over.
+        #[arg(long, default_value = "0.0.0")]
+        min_version: String,
+        /// Do not check that the binary prints exactly this version (test fixtures only).
+        #[arg(long)]
+        skip_version_check: bool,
+    },
+    /// Sign DIR/manifest.json with a key: writes DIR/manifest.sig.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
