@@ -46,7 +46,7 @@ fn write_signed(f: &Fixture, m: &Manifest) {
 }
 
 fn load(f: &Fixture) -> Result<Manifest, ReleaseError> {
-    Manifest::load_verified(&f.release(), &[f.public.clone()]).map(|(m, _)| m)
+    Manifest::load_verified(&f.release(), std::slice::from_ref(&f.public)).map(|(m, _)| m)
 }
 
 fn fetch(f: &Fixture, e: &Entry) -> Result<std::path::PathBuf, ReleaseError> {

@@ -7,11 +7,9 @@
 //! <bin>/molt -> <share>/current/molt
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ServiceError;
 
@@ -45,21 +43,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io { what, source }
 }
 
-/// sha256 of a file, hex.
+/// sha256 of a file, hex (the same digest a release manifest states).
 pub fn sha256_file(path: &Path) -> Result<String, ServiceError> {
-    let mut f = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(io(format!("reading {}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    molt_release::artifact::hash_file(path)
+        .map(|(sha, _)| sha)
+        .map_err(|e| ServiceError::Conflict(e.to_string()))
 }
 
 /// Points `link` at `target` atomically: a temp symlink renamed over the old one, so a reader
