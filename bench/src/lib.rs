@@ -375,11 +375,35 @@ pub fn log_counts(home: &Home) -> (usize, usize, usize, Vec<String>) {
     counts
 }
 
-/// Prints how many WARN and ERROR lines a gateway wrote to stderr, and the first few of them.
+/// The message of a `tracing` text line (`<ts>  WARN <message> key=value ...`): the words
+/// after the level, up to the first `key=value` field.
+fn log_message(line: &str) -> String {
+    let mut words = line
+        .split_whitespace()
+        .skip_while(|w| !matches!(*w, "WARN" | "ERROR"));
+    let level = words.next().unwrap_or("?");
+    let msg: Vec<&str> = words.take_while(|w| !w.contains('=')).collect();
+    format!("{level} {}", msg.join(" "))
+}
+
+/// Prints how many WARN and ERROR lines a gateway wrote to stderr, then each distinct
+/// WARN/ERROR message with its count.
 pub fn print_log_summary(label: &str, home: &Home) {
-    let (lines, warn, error, first) = log_counts(home);
+    let (lines, warn, error, _) = log_counts(home);
     println!("# {label} gateway log: {lines} lines, {warn} WARN, {error} ERROR");
-    for l in first {
-        println!("#   {l}");
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for l in home
+        .stderr_log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+    {
+        let m = log_message(l);
+        match kinds.iter_mut().find(|(k, _)| *k == m) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((m, 1)),
+        }
+    }
+    for (m, n) in kinds {
+        println!("#   {n} x {m}");
     }
 }

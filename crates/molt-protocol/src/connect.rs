@@ -132,6 +132,18 @@ impl ConnectParams {
         if self.role.as_deref() == Some("") {
             return Err("role must be non-empty".into());
         }
+        // The device signature joins fields with '|' and scopes with ',' unescaped: refusing
+        // those characters keeps one signed text from standing for two sets of params.
+        if self.role.as_deref().is_some_and(|r| r.contains('|')) {
+            return Err("role must not contain '|'".into());
+        }
+        if self
+            .scopes
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|x| x.contains('|') || x.contains(',')))
+        {
+            return Err("scopes must not contain '|' or ','".into());
+        }
         if self
             .scopes
             .as_ref()

@@ -117,8 +117,8 @@ pub fn verify(
     if proof.nonce != nonce {
         return Err(DeviceAuthError::NonceMismatch);
     }
-    let skew = (now_ms as i64).saturating_sub(proof.signed_at as i64).abs();
-    if skew > crate::SIGNATURE_SKEW_MS {
+    // abs_diff: no sign games with client-chosen u64 timestamps (found by fuzzing).
+    if now_ms.abs_diff(proof.signed_at) > crate::SIGNATURE_SKEW_MS as u64 {
         return Err(DeviceAuthError::SignatureExpired);
     }
     let sig_bytes: [u8; 64] = from_b64url(&proof.signature)
@@ -201,6 +201,17 @@ mod tests {
         );
         assert_eq!(
             verify(&p, "n1", 1_000_000 + 121_000),
+            Err(DeviceAuthError::SignatureExpired)
+        );
+        // Extreme clocks and timestamps are refused, not wrapped around (found by fuzzing).
+        assert_eq!(
+            verify(&p, "n1", u64::MAX),
+            Err(DeviceAuthError::SignatureExpired)
+        );
+        let mut far = p.clone();
+        far.device.as_mut().unwrap().signed_at = u64::MAX;
+        assert_eq!(
+            verify(&far, "n1", 0),
             Err(DeviceAuthError::SignatureExpired)
         );
         let mut tampered = p.clone();

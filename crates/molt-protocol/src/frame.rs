@@ -225,6 +225,11 @@ mod tests {
         assert!(parse_request(r#"{"type":"req","id":"","method":"x"}"#).is_err());
         assert!(parse_request("not json").is_err());
         assert!(parse_request("[]").is_err());
+        // Numbers survive a round trip exactly (fuzzing found drift without float_roundtrip).
+        let text = r#"{"type":"req","id":"1","method":"m","params":0.00000000001111111111111}"#;
+        let f = parse_request(text).unwrap();
+        let again = parse_request(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(f, again);
     }
 
     #[test]

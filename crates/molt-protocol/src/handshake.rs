@@ -308,6 +308,10 @@ mod tests {
         assert_eq!(r.close_code, 1009);
         let r = rejected(hs.on_frame(&connect(json!({"bogus": 1})), &AuthPolicy::None, 0));
         assert!(r.response.unwrap().error.unwrap().message.contains("bogus"));
+        for bad in [json!({"scopes": ["a,b"]}), json!({"role": "operator|x"})] {
+            let r = rejected(hs.on_frame(&connect(bad), &AuthPolicy::None, 0));
+            assert_eq!(r.close_code, 1008);
+        }
     }
 
     #[test]
