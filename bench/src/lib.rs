@@ -36,9 +36,9 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// `GET path` on 127.0.0.1:port with a raw HTTP/1.1 request; returns the status code.
+/// `GET path` on 127.0.0.1:port with a raw HTTP/1.1 request; returns (status, body).
 /// `None` if the port does not accept or the answer is not HTTP.
-pub fn http_status(port: u16, path: &str) -> Option<u16> {
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
             .ok()?;
@@ -49,10 +49,20 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut buf = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(1024);
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1)?.parse().ok()
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The status code of `GET path`; see [`http_get`].
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).map(|(status, _)| status)
 }
 
 /// A private HOME for one gateway: `$HOME/.config/molt/molt.toml` holds `config` (no file

@@ -18,8 +18,6 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -221,23 +219,9 @@ impl Sampler {
 
 /// `GET /readyz`: (status, pid from the body).
 fn readyz(port: u16) -> Option<(u16, Option<i64>)> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.set_nodelay(true).ok()?;
-    write!(
-        s,
-        "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::with_capacity(1024);
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let pid = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str::<Value>(b).ok())
+    let (status, body) = molt_bench::http_get(port, "/readyz")?;
+    let pid = serde_json::from_str::<Value>(&body)
+        .ok()
         .and_then(|v| v["pid"].as_i64());
     Some((status, pid))
 }
