@@ -132,10 +132,7 @@ fn run_inner(
         ))
     })?;
     let (lock, adopted) = match adopted {
-        Some(a) => (
-            StateLock::adopt(a.lock, &opts.state_dir),
-            Some((a.listener, a.parent_epoch)),
-        ),
+        Some(a) => (StateLock::adopt(a.lock), Some((a.listener, a.parent_epoch))),
         None => (
             StateLock::acquire(&opts.state_dir).map_err(|e| match e {
                 LockError::Held { .. } => GatewayError::config(e.to_string()),
@@ -379,10 +376,7 @@ async fn drain_after_handover(
             tracing::error!("steps did not release in time; the successor re-queues them");
         }
     }
-    let epoch = app.boot.epoch;
-    if let Err(e) = app.store.call(move |s| s.end_boot(epoch, idle)).await {
-        tracing::error!(error = %e, "cannot record the end of the boot");
-    }
+    record_end(app, idle).await;
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         clean = idle,
@@ -451,15 +445,20 @@ async fn stop(
         .saturating_sub(t0.elapsed())
         .saturating_sub(Duration::from_millis(200));
     wait_for_exit(&predecessors, left).await;
-    let epoch = app.boot.epoch;
-    if let Err(e) = app.store.call(move |s| s.end_boot(epoch, clean)).await {
-        tracing::error!(error = %e, "cannot record the end of the boot");
-    }
+    record_end(app, clean).await;
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         clean,
         "gateway stopped"
     );
+}
+
+/// Records the end of this boot; `clean` is false when steps had to be aborted.
+async fn record_end(app: &Arc<App>, clean: bool) {
+    let epoch = app.boot.epoch;
+    if let Err(e) = app.store.call(move |s| s.end_boot(epoch, clean)).await {
+        tracing::error!(error = %e, "cannot record the end of the boot");
+    }
 }
 
 /// Sends SIGTERM to live handover predecessors; returns their pids.

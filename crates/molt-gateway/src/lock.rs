@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct StateLock {
     file: File,
-    path: PathBuf,
 }
 
 /// Why the lock could not be taken.
@@ -66,23 +65,16 @@ impl StateLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { file, path })
+        Ok(Self { file })
     }
 
     /// Adopts a lock file inherited from a handover parent: the `flock` travels with the open
     /// file, so the lock is already held. Our pid replaces the parent's in the file.
-    pub fn adopt(mut file: File, state_dir: &Path) -> Self {
+    pub fn adopt(mut file: File) -> Self {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Self {
-            file,
-            path: state_dir.join("gateway.lock"),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Self { file }
     }
 
     /// The raw fd, for passing the lock on to a successor process.

@@ -30,10 +30,4 @@ impl StoreHandle {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
-
-    /// Synchronous access, for start-up and the last commit of a stop.
-    pub fn blocking<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    }
 }

@@ -25,18 +25,6 @@ pub fn run(args: &[&str]) -> Result<Output, ServiceError> {
     Ok(out)
 }
 
-/// Whether a user manager answers at all.
-pub fn manager_available() -> bool {
-    Command::new("systemctl")
-        .args(["--user", "is-system-running"])
-        .output()
-        .map(|o| {
-            let s = String::from_utf8_lossy(&o.stdout);
-            !s.trim().is_empty() && !s.contains("offline")
-        })
-        .unwrap_or(false)
-}
-
 /// `systemctl --user show UNIT -p ...` as a map.
 pub fn show(unit: &str, props: &[&str]) -> Result<HashMap<String, String>, ServiceError> {
     let mut args = vec!["show", unit];

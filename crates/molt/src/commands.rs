@@ -136,6 +136,14 @@ fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
     opts
 }
 
+/// The single-threaded runtime a client command runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
+}
+
 /// One call to the running gateway: a short timeout, no reconnect.
 pub fn call_gateway(
     cli: &Cli,
@@ -143,10 +151,7 @@ pub fn call_gateway(
     method: &str,
     params: Option<Value>,
 ) -> Result<Value, Failure> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let rt = runtime()?;
     let mut opts = client_options(cli, ctx);
     opts.request_timeout = std::time::Duration::from_secs(60);
     rt.block_on(async {
@@ -158,10 +163,7 @@ pub fn call_gateway(
 }
 
 fn client_command(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let rt = runtime()?;
     rt.block_on(async {
         let mut client = Client::connect(client_options(cli, ctx)).await?;
         let result = client_call(&mut client, &cli.command).await;
