@@ -41,6 +41,34 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The real uid from `/proc/<pid>/status` (the first number of its `Uid:` line).
+pub fn parse_status_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+}
+
+/// The systemd unit a process runs in, from `/proc/<pid>/cgroup`: the innermost path component
+/// that names a `.service` (or `.scope`) unit, skipping the per-user manager's own
+/// `user@UID.service`. `None` outside any unit.
+pub fn unit_from_cgroup(cgroup: &str) -> Option<String> {
+    // cgroup v2 has one line `0::/path`; with v1 the name=systemd hierarchy carries the units.
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })?;
+    path.split('/')
+        .rev()
+        .find(|c| (c.ends_with(".service") || c.ends_with(".scope")) && !c.starts_with("user@"))
+        .map(str::to_owned)
+}
+
 /// Socket inodes mapped to the pids holding them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InodeOwners {
@@ -108,6 +136,26 @@ mod tests {
             ["node", "/opt/gw.js", "--port", "57725"]
         );
         assert!(parse_cmdline(b"").is_empty());
+        assert_eq!(
+            parse_status_uid("Name:\tnode\nUid:\t1000\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_status_uid("Uid:\tx\n"), None);
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/user.slice/user-0.slice/user@0.service/app.slice/molt-gateway-a.service\n"
+            ),
+            Some("molt-gateway-a.service".into())
+        );
+        assert_eq!(
+            unit_from_cgroup("0::/user.slice/user-0.slice/user@0.service/init.scope\n"),
+            Some("init.scope".into())
+        );
+        assert_eq!(unit_from_cgroup("0::/\n"), None);
+        assert_eq!(
+            unit_from_cgroup("12:pids:/x\n1:name=systemd:/system.slice/ssh.service\n"),
+            Some("ssh.service".into())
+        );
     }
 
     #[test]

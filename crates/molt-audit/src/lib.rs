@@ -13,6 +13,8 @@
 //!   and their includes.
 //! - [`firewall`]: ufw, nftables and iptables; "no firewall / default-accept inbound".
 //! - [`docker`]: published ports, the `DOCKER` chain, and ports that bypass the firewall.
+//! - [`fail2ban`]: the jails `fail2ban-client status` lists (is sshd guarded).
+//! - [`agents`]: token strength, and the auth an OpenClaw config (JSON5) sets up.
 //! - [`findings`]: the [`Finding`] type, severities, parse notes.
 
 #![cfg_attr(
@@ -26,7 +28,9 @@
 )]
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod docker;
+pub mod fail2ban;
 pub mod findings;
 pub mod firewall;
 pub mod inode_owner;

@@ -28,6 +28,8 @@ const FIXTURES: &[&str] = &[
     "iptables_nat_S",
     "iptables_ufw_S",
     "docker_ps",
+    "fail2ban_status",
+    "openclaw_json5",
 ];
 
 /// Runs every parser (and every findings builder) on `text`.
@@ -65,6 +67,13 @@ fn run_all(text: &str) {
     let d = docker::from_iptables(&i);
     let e = docker::exposed_ports(Some(&ps), Some(&d));
     let _ = docker::findings(&e, a.filters_inbound(), d.docker_user_filters);
+    if let Some(f) = molt_audit::fail2ban::parse_status(text) {
+        let _ = f.guards_sshd();
+    }
+    let _ = molt_audit::agents::openclaw_auth(text).is_configured();
+    let _ = molt_audit::agents::token_strength(text);
+    let _ = molt_audit::inode_owner::parse_status_uid(text);
+    let _ = molt_audit::inode_owner::unit_from_cgroup(text);
 }
 
 #[test]

@@ -43,6 +43,16 @@ fuzz_target!(|data: &[u8]| {
         ));
     }
 
+    // fail2ban-client status, OpenClaw's JSON5 config, tokens, /proc/<pid>/{status,cgroup}
+    if let Some(f) = molt_audit::fail2ban::parse_status(&text) {
+        assert!(f.jails.len() <= text.len());
+        let _ = f.guards_sshd();
+    }
+    let _ = molt_audit::agents::openclaw_auth(&text).is_configured();
+    let _ = molt_audit::agents::token_strength(&text);
+    let _ = molt_audit::inode_owner::parse_status_uid(&text);
+    let _ = molt_audit::inode_owner::unit_from_cgroup(&text);
+
     // sshd -T
     let mut ssh_ports = vec![22];
     if let Some(s) = sshd::parse_sshd_t(&text) {
