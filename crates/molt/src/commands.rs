@@ -8,7 +8,8 @@ use molt_gateway::{BuildInfo, EXIT_CONFIG, GatewayOptions};
 use serde_json::{Value, json};
 
 use crate::{
-    Cli, Command, ConfigCommand, DevicesCommand, GatewayCommand, RunCommand, TasksCommand,
+    Cli, Command, ConfigCommand, DevicesCommand, GatewayCommand, RunCommand, SecurityCommand,
+    TasksCommand,
 };
 
 /// A command failure: the exit code and what to tell the user.
@@ -48,25 +49,44 @@ pub struct Context {
 }
 
 fn resolve(cli: &Cli) -> Result<Context, Failure> {
+    match resolve_lenient(cli)? {
+        (ctx, None) => Ok(ctx),
+        (_, Some(e)) => Err(Failure::config(format!(
+            "{e}\nfix the config, then retry; `molt config show` prints what is in effect"
+        ))),
+    }
+}
+
+/// As `resolve`, but a config that does not load gives the defaults plus the error, for the
+/// commands that report on a broken install rather than refuse it (doctor, security audit).
+pub fn resolve_lenient(cli: &Cli) -> Result<(Context, Option<String>), Failure> {
     let profile =
         Profile::new(cli.profile.as_deref()).map_err(|e| Failure::config(e.to_string()))?;
     let paths = Paths::for_profile(&profile).map_err(|e| Failure::config(e.to_string()))?;
     let config_path = cli.config.clone().unwrap_or(paths.config_file);
-    let config = Config::load(&config_path).map_err(|e| {
-        Failure::config(format!(
-            "{e}\nfix the config, then retry; `molt config show` prints what is in effect"
-        ))
-    })?;
-    Ok(Context {
-        profile,
-        config_path,
-        state_dir: cli.state_dir.clone().unwrap_or(paths.state_dir),
-        share_dir: paths.share_dir,
-        config,
-    })
+    let (config, error) = match Config::load(&config_path) {
+        Ok(c) => (c, None),
+        Err(e) => (Config::default(), Some(e.to_string())),
+    };
+    Ok((
+        Context {
+            profile,
+            config_path,
+            state_dir: cli.state_dir.clone().unwrap_or(paths.state_dir),
+            share_dir: paths.share_dir,
+            config,
+        },
+        error,
+    ))
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    // These two diagnose a broken config instead of refusing to start on one.
+    match &cli.command {
+        Command::Doctor(args) => return crate::doctor::run(&cli, args),
+        Command::Security(SecurityCommand::Audit(args)) => return crate::audit::run(&cli, args),
+        _ => {}
+    }
     let mut ctx = resolve(&cli)?;
     match &cli.command {
         Command::Gateway(GatewayCommand::Run(args)) => {
@@ -423,7 +443,9 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
         | Command::Config(_)
         | Command::Install { .. }
         | Command::Release(_)
-        | Command::Service(_) => {
+        | Command::Service(_)
+        | Command::Doctor(_)
+        | Command::Security(_) => {
             unreachable!("handled without a client")
         }
     }

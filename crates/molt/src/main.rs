@@ -1,6 +1,9 @@
 //! `molt`: the gateway daemon and its command-line client, in one binary.
 
+mod audit;
 mod commands;
+mod doctor;
+mod host;
 mod release;
 mod service;
 
@@ -71,6 +74,12 @@ pub enum Command {
     /// Make and sign releases (for maintainers and tests).
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Check this profile's install, service, versions and port, and other gateways on the
+    /// host; `--fix` repairs what is molt's own to repair. Exit 0 ok, 1 warnings, 2 failures.
+    Doctor(DoctorArgs),
+    /// Host security checks.
+    #[command(subcommand)]
+    Security(SecurityCommand),
     /// Call a protocol method directly and print the JSON result.
     Call {
         method: String,
@@ -78,6 +87,34 @@ pub enum Command {
         #[arg(long)]
         params: Option<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Repair what molt can safely repair itself, then check again.
+    #[arg(long)]
+    pub fix: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecurityCommand {
+    /// Read-only audit: exposed listeners, firewall, Docker, sshd, and molt's own config.
+    /// Changes nothing. Exit 2 if anything is critical, 1 for warnings, 0 otherwise.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also probe each exposed port (over loopback, or the bound local address) for an
+    /// agent gateway: the OpenClaw/molt handshake challenge and GET /healthz.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Subcommand, Debug)]

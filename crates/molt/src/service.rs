@@ -124,21 +124,21 @@ fn desired_unit(cli: &crate::Cli, ctx: &Context) -> Result<String, Failure> {
     }))
 }
 
-fn profile_flag(ctx: &Context) -> String {
+pub(crate) fn profile_flag(ctx: &Context) -> String {
     ctx.profile
         .name()
         .map(|p| format!(" --profile {p}"))
         .unwrap_or_default()
 }
 
-fn unit_path(ctx: &Context) -> Result<PathBuf, Failure> {
+pub(crate) fn unit_path(ctx: &Context) -> Result<PathBuf, Failure> {
     Ok(systemctl::unit_dir()
         .map_err(svc_err)?
         .join(ctx.profile.unit_name()))
 }
 
 /// Writes the unit if it differs; returns the changed lines (empty: it was current).
-fn write_unit(cli: &crate::Cli, ctx: &Context) -> Result<Vec<String>, Failure> {
+pub(crate) fn write_unit(cli: &crate::Cli, ctx: &Context) -> Result<Vec<String>, Failure> {
     let path = unit_path(ctx)?;
     let text = desired_unit(cli, ctx)?;
     let old = std::fs::read_to_string(&path).unwrap_or_default();
@@ -265,7 +265,7 @@ pub fn run(cli: &crate::Cli, ctx: &Context, cmd: &ServiceCommand) -> Result<(), 
     }
 }
 
-fn is_active(unit: &str) -> bool {
+pub(crate) fn is_active(unit: &str) -> bool {
     systemctl::show(unit, &["ActiveState"])
         .map(|m| m.get("ActiveState").map(String::as_str) == Some("active"))
         .unwrap_or(false)
@@ -345,7 +345,7 @@ pub struct StatusReport {
     pub problems: Vec<Problem>,
 }
 
-fn status(cli: &crate::Cli, ctx: &Context) -> Result<StatusReport, Failure> {
+pub(crate) fn status(cli: &crate::Cli, ctx: &Context) -> Result<StatusReport, Failure> {
     let unit = ctx.profile.unit_name();
     let path = unit_path(ctx)?;
     let text = std::fs::read_to_string(&path).ok();

@@ -1,0 +1,1070 @@
+//! `molt doctor`: ordered checks of one profile's install, each `ok|warn|fail` with a
+//! one-line finding and the exact command that fixes it. `--fix` applies the fixes that are
+//! molt's own and safe (file modes, the unit, starting a failed service, a handover to
+//! `current`), then runs the check again and reports what it says now.
+//!
+//! Exit codes: 0 all ok, 1 warnings, 2 failures (after fixes).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use molt_config::{Config, Profile};
+use molt_service::{layout, systemctl, unit};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::commands::{Context, Failure};
+use crate::host;
+use crate::service;
+use crate::{Cli, DoctorArgs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+/// What one check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: Status,
+    pub finding: String,
+    /// The exact command(s) that fix it; empty when ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+    /// `--fix` can repair it.
+    pub fixable: bool,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+impl Outcome {
+    fn ok(finding: impl Into<String>) -> Self {
+        Self {
+            status: Status::Ok,
+            finding: finding.into(),
+            remedy: None,
+            fixable: false,
+            details: Value::Null,
+        }
+    }
+    fn bad(status: Status, finding: impl Into<String>, remedy: impl Into<String>) -> Self {
+        Self {
+            status,
+            finding: finding.into(),
+            remedy: Some(remedy.into()),
+            fixable: false,
+            details: Value::Null,
+        }
+    }
+    fn fixable(mut self) -> Self {
+        self.fixable = true;
+        self
+    }
+    fn details(mut self, v: Value) -> Self {
+        self.details = v;
+        self
+    }
+}
+
+/// What `--fix` did for one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixReport {
+    /// The status and finding before the fix.
+    pub before: Outcome,
+    /// What was done, in order.
+    pub actions: Vec<String>,
+    /// Why the fix stopped, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One check's line in the report: the outcome after any fix.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub id: &'static str,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<FixReport>,
+    pub ms: u64,
+}
+
+/// What the checks share.
+struct Doctor<'a> {
+    cli: &'a Cli,
+    ctx: Context,
+    config_error: Option<String>,
+    unit: String,
+    pf: String,
+}
+
+type CheckFn = fn(&Doctor) -> Outcome;
+type FixFn = fn(&Doctor) -> Result<Vec<String>, (Vec<String>, String)>;
+
+/// The checks, in order: each later one may rely on an earlier one having been fixed.
+const CHECKS: &[(&str, CheckFn, Option<FixFn>)] = &[
+    ("config", check_config, None),
+    ("permissions", check_permissions, Some(fix_permissions)),
+    ("store", check_store, None),
+    ("service", check_service, Some(fix_service)),
+    ("linger", check_linger, None),
+    ("versions", check_versions, Some(fix_versions)),
+    // The unfinished-update-journal check (issue 6) goes here: after versions, before port.
+    ("port", check_port, None),
+    ("connectivity", check_connectivity, None),
+    ("other-gateways", check_other_gateways, None),
+];
+
+pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), Failure> {
+    let (ctx, config_error) = crate::commands::resolve_lenient(cli)?;
+    let d = Doctor {
+        cli,
+        unit: ctx.profile.unit_name(),
+        pf: service::profile_flag(&ctx),
+        ctx,
+        config_error,
+    };
+    if !args.json {
+        println!(
+            "molt doctor: profile {} ({}){}",
+            d.ctx.profile,
+            d.unit,
+            if args.fix { ", fixing" } else { "" }
+        );
+    }
+    let mut reports = Vec::new();
+    for &(id, check, fix) in CHECKS {
+        let t0 = Instant::now();
+        let needs_config = !matches!(id, "config" | "permissions" | "linger" | "other-gateways");
+        let mut outcome = if needs_config && d.config_error.is_some() {
+            Outcome::bad(
+                Status::Warn,
+                "not checked: the config does not load (see the config check)",
+                format!("molt config show{}", d.pf),
+            )
+        } else {
+            check(&d)
+        };
+        let mut fix_report = None;
+        if let (true, Some(fix), true, false) =
+            (args.fix, fix, outcome.fixable, outcome.status == Status::Ok)
+        {
+            let before = outcome.clone();
+            let (actions, error) = match fix(&d) {
+                Ok(a) => (a, None),
+                Err((a, e)) => (a, Some(e)),
+            };
+            outcome = check(&d);
+            fix_report = Some(FixReport {
+                before,
+                actions,
+                error,
+            });
+        }
+        let report = CheckReport {
+            id,
+            outcome,
+            fix: fix_report,
+            ms: t0.elapsed().as_millis() as u64,
+        };
+        if !args.json {
+            print_check(&report);
+        }
+        reports.push(report);
+    }
+    let count = |s: Status| reports.iter().filter(|r| r.outcome.status == s).count();
+    let (ok, warn, fail) = (count(Status::Ok), count(Status::Warn), count(Status::Fail));
+    let code = if fail > 0 {
+        2
+    } else if warn > 0 {
+        1
+    } else {
+        0
+    };
+    if args.json {
+        let v = json!({
+            "profile": d.ctx.profile.to_string(),
+            "unit": d.unit,
+            "fix": args.fix,
+            "checks": reports,
+            "summary": { "ok": ok, "warn": warn, "fail": fail },
+            "exitCode": code,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+        );
+    } else {
+        println!("{ok} ok, {warn} warning(s), {fail} failure(s)");
+        if !args.fix && reports.iter().any(|r| r.outcome.fixable) {
+            println!(
+                "run `molt doctor{} --fix` to repair what is marked fixable",
+                d.pf
+            );
+        }
+    }
+    match code {
+        0 => Ok(()),
+        _ => Err(Failure {
+            code,
+            message: format!("doctor: {fail} check(s) failed, {warn} warning(s)"),
+        }),
+    }
+}
+
+fn print_check(r: &CheckReport) {
+    let o = &r.outcome;
+    if let Some(f) = &r.fix {
+        println!(
+            "{:<5} {:<15} {}",
+            f.before.status.label(),
+            r.id,
+            f.before.finding
+        );
+        for a in &f.actions {
+            println!("      fixed: {a}");
+        }
+        if let Some(e) = &f.error {
+            println!("      fix failed: {e}");
+        }
+        println!("      now: {} {}", o.status.label(), o.finding);
+    } else {
+        println!("{:<5} {:<15} {}", o.status.label(), r.id, o.finding);
+    }
+    if o.status != Status::Ok {
+        if let Some(rem) = &o.remedy {
+            println!(
+                "      remedy{}: {rem}",
+                if o.fixable { " (--fix)" } else { "" }
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// config, permissions, store
+
+fn check_config(d: &Doctor) -> Outcome {
+    let path = d.ctx.config_path.display();
+    match &d.config_error {
+        Some(e) => Outcome::bad(
+            Status::Fail,
+            format!("the config does not load: {e}"),
+            format!("edit {path}, then `molt config show{}`", d.pf),
+        ),
+        None if d.ctx.config_path.exists() => Outcome::ok(format!("{path} is valid")),
+        None => Outcome::ok(format!("no {path}: every key has its default")),
+    }
+}
+
+/// Files and directories that should be private, with the mode each should have, found too
+/// open (any group or other bit set).
+fn open_paths(d: &Doctor) -> Vec<(PathBuf, u32, u32)> {
+    let mut out = Vec::new();
+    let mut visit = |p: &Path, want: u32| {
+        if let Some(mode) = host::mode_of(p) {
+            if mode & 0o077 != 0 {
+                out.push((p.to_owned(), mode, want));
+            }
+        }
+    };
+    if let Some(dir) = d.ctx.config_path.parent() {
+        if dir.is_dir() {
+            visit(dir, 0o700);
+        }
+    }
+    if d.ctx.config_path.is_file() {
+        visit(&d.ctx.config_path, 0o600);
+    }
+    // The state dir and everything in it, bounded (it holds a handful of files).
+    let mut stack = vec![(d.ctx.state_dir.clone(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        visit(&dir, 0o700);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            seen += 1;
+            if seen > 10_000 {
+                break;
+            }
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() && depth < 4 => stack.push((p, depth + 1)),
+                Ok(t) if t.is_file() => visit(&p, 0o600),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn check_permissions(d: &Doctor) -> Outcome {
+    let open = open_paths(d);
+    if open.is_empty() {
+        return Outcome::ok(format!(
+            "{} and {} are private (0700 dirs, 0600 files)",
+            d.ctx
+                .config_path
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            d.ctx.state_dir.display()
+        ));
+    }
+    let list: Vec<String> = open
+        .iter()
+        .take(4)
+        .map(|(p, m, _)| format!("{} ({m:o})", p.display()))
+        .collect();
+    let more = if open.len() > 4 {
+        format!(" and {} more", open.len() - 4)
+    } else {
+        String::new()
+    };
+    let remedy = open
+        .iter()
+        .map(|(p, _, want)| format!("chmod {want:o} '{}'", p.display()))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    Outcome::bad(
+        Status::Warn,
+        format!(
+            "{} path(s) readable by other users: {}{more}",
+            open.len(),
+            list.join(", ")
+        ),
+        remedy,
+    )
+    .fixable()
+    .details(json!(
+        open.iter()
+            .map(|(p, m, w)| json!({"path": p, "mode": format!("{m:o}"), "want": format!("{w:o}")}))
+            .collect::<Vec<_>>()
+    ))
+}
+
+fn fix_permissions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut done = Vec::new();
+    for (p, _, want) in open_paths(d) {
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(want)) {
+            Ok(()) => done.push(format!("chmod {want:o} {}", p.display())),
+            Err(e) => return Err((done, format!("chmod {want:o} {}: {e}", p.display()))),
+        }
+    }
+    Ok(done)
+}
+
+fn check_store(d: &Doctor) -> Outcome {
+    let db = d.ctx.state_dir.join("molt.db");
+    if !db.exists() {
+        return Outcome::bad(
+            Status::Warn,
+            format!(
+                "no database at {}: the gateway has not run yet",
+                db.display()
+            ),
+            format!("molt service start{}", d.pf),
+        );
+    }
+    // WAL mode lets this read beside a running gateway; opening migrates only a schema older
+    // than this binary's, which a gateway of the same version has already done.
+    match molt_store::Store::open(&db).map(|s| s.quick_check()) {
+        Ok(Ok(Ok(()))) => Outcome::ok(format!("{}: quick_check ok", db.display())),
+        Ok(Ok(Err(problems))) => Outcome::bad(
+            Status::Fail,
+            format!(
+                "{} is damaged: {}",
+                db.display(),
+                problems.lines().next().unwrap_or("")
+            ),
+            format!(
+                "molt service stop{pf} && cp '{db}' '{db}.bak' && sqlite3 '{db}' '.recover' | sqlite3 '{db}.recovered'",
+                pf = d.pf,
+                db = db.display()
+            ),
+        ),
+        Ok(Err(e)) | Err(e) => Outcome::bad(
+            Status::Fail,
+            format!("cannot check {}: {e}", db.display()),
+            format!("molt service status{}", d.pf),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// service, linger
+
+fn unit_props(unit: &str) -> Result<HashMap<String, String>, String> {
+    systemctl::show(
+        unit,
+        &[
+            "LoadState",
+            "ActiveState",
+            "SubState",
+            "Result",
+            "UnitFileState",
+            "MainPID",
+        ],
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn current_version(d: &Doctor) -> Option<(String, String)> {
+    let layout = service::layout(&d.ctx, None).ok()?;
+    layout::binary_version(&layout.current_binary()).ok()
+}
+
+fn check_service(d: &Doctor) -> Outcome {
+    let installed = service::unit_path(&d.ctx)
+        .map(|p| p.exists())
+        .unwrap_or(false);
+    let props = match unit_props(&d.unit) {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::bad(
+                Status::Warn,
+                format!("no systemd user manager to ask ({e})"),
+                "loginctl enable-linger \"$USER\", then log in again",
+            );
+        }
+    };
+    let g = |k: &str| props.get(k).map(String::as_str).unwrap_or("");
+    if !installed {
+        return Outcome::bad(
+            Status::Warn,
+            format!("{} is not installed: nothing restarts the gateway", d.unit),
+            format!(
+                "molt service install{pf} && molt service start{pf}",
+                pf = d.pf
+            ),
+        );
+    }
+    let details = json!({
+        "activeState": g("ActiveState"), "subState": g("SubState"), "result": g("Result"),
+        "unitFileState": g("UnitFileState"), "mainPid": g("MainPID"),
+    });
+    match g("ActiveState") {
+        "failed" => Outcome::bad(
+            Status::Fail,
+            format!(
+                "{} failed (result {}) and nothing restarts it",
+                d.unit,
+                g("Result")
+            ),
+            format!(
+                "systemctl --user reset-failed {u} && systemctl --user start {u}",
+                u = d.unit
+            ),
+        )
+        .fixable()
+        .details(details),
+        "inactive" => Outcome::bad(
+            Status::Fail,
+            format!("{} is not running", d.unit),
+            format!("molt service start{}", d.pf),
+        )
+        .fixable()
+        .details(details),
+        "active" if g("UnitFileState") != "enabled" => Outcome::bad(
+            Status::Warn,
+            format!(
+                "{} runs but is {} (it will not start at boot)",
+                d.unit,
+                g("UnitFileState")
+            ),
+            format!("systemctl --user enable {}", d.unit),
+        )
+        .fixable()
+        .details(details),
+        "active" => Outcome::ok(format!(
+            "{} is enabled and active ({}), main pid {}",
+            d.unit,
+            g("SubState"),
+            g("MainPID")
+        ))
+        .details(details),
+        other => Outcome::bad(
+            Status::Warn,
+            format!("{} is {other} ({})", d.unit, g("SubState")),
+            format!("molt service status{}", d.pf),
+        )
+        .details(details),
+    }
+}
+
+/// The address the CLI reaches the gateway's probes on.
+fn probe_addr(d: &Doctor) -> SocketAddr {
+    host::probe_target(SocketAddr::new(
+        d.ctx.config.gateway.bind,
+        d.ctx.config.port(&d.ctx.profile),
+    ))
+}
+
+/// Polls `/readyz` until it is 200 with the version `current` holds, or 30 s pass.
+fn wait_ready(d: &Doctor) -> Result<String, String> {
+    let want = current_version(d);
+    let addr = probe_addr(d);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(30);
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        if let Some((status, body)) = host::http_get(addr, "/readyz") {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let got = (
+                v["version"].as_str().unwrap_or("").to_owned(),
+                v["buildId"].as_str().unwrap_or("").to_owned(),
+            );
+            last = format!("/readyz {status}, version {} ({})", got.0, got.1);
+            if status == 200 && want.as_ref().is_none_or(|w| *w == got) {
+                return Ok(format!(
+                    "ready: {last} after {} ms",
+                    t0.elapsed().as_millis()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("not ready within 30 s at {addr}: {last}"))
+}
+
+fn fix_service(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
+    let props = unit_props(&d.unit).map_err(|e| (Vec::new(), e))?;
+    let state = props.get("ActiveState").map(String::as_str).unwrap_or("");
+    let mut done = Vec::new();
+    let run = |args: &[&str], done: &mut Vec<String>| {
+        systemctl::run(args)
+            .map(|_| done.push(format!("systemctl --user {}", args.join(" "))))
+            .map_err(|e| e.to_string())
+    };
+    if state == "active" {
+        run(&["enable", &d.unit], &mut done).map_err(|e| (done.clone(), e))?;
+        return Ok(done);
+    }
+    if state == "failed" {
+        run(&["reset-failed", &d.unit], &mut done).map_err(|e| (done.clone(), e))?;
+    }
+    // Type=notify: this returns once the gateway has said READY=1 (or failed).
+    run(&["start", &d.unit], &mut done).map_err(|e| (done.clone(), e))?;
+    if props.get("UnitFileState").map(String::as_str) != Some("enabled") {
+        run(&["enable", &d.unit], &mut done).map_err(|e| (done.clone(), e))?;
+    }
+    match wait_ready(d) {
+        Ok(r) => {
+            done.push(r);
+            Ok(done)
+        }
+        Err(e) => Err((done, e)),
+    }
+}
+
+fn check_linger(_d: &Doctor) -> Outcome {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    match systemctl::linger(&user) {
+        Some(true) => Outcome::ok(format!("linger is on for {user}")),
+        Some(false) => Outcome::bad(
+            Status::Warn,
+            format!("linger is off: the gateway stops when {user}'s last session ends"),
+            format!("loginctl enable-linger {user}"),
+        ),
+        // Without logind nothing ends the user manager at logout, so there is nothing to fix.
+        None => Outcome::ok("no logind here: sessions ending do not stop the user manager"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// versions
+
+/// The version facts side by side.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Versions {
+    current: Option<(String, String)>,
+    unit_label: Option<String>,
+    unit_description: Option<String>,
+    unit_build: Option<String>,
+    exec_start: Option<String>,
+    /// The version of the binary ExecStart names (same as current when it names `current`).
+    exec_version: Option<(String, String)>,
+    running: Option<(String, String)>,
+    running_pid: Option<u64>,
+    active: bool,
+}
+
+fn versions(d: &Doctor) -> Versions {
+    let mut v = Versions {
+        current: current_version(d),
+        active: service::is_active(&d.unit),
+        ..Versions::default()
+    };
+    if let Some(text) = service::unit_path(&d.ctx)
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        let l = unit::parse_labels(&text);
+        v.unit_label = l.version.clone();
+        v.unit_description = l.description_version.clone();
+        v.unit_build = l.build_id.clone();
+        v.exec_start = l.exec_start.clone();
+        let (argv, _) = host::unit_exec_env(&text);
+        if let Some(bin) = argv.first().map(PathBuf::from) {
+            let current_bin = service::layout(&d.ctx, None)
+                .map(|l| l.current_binary())
+                .ok();
+            v.exec_version = if current_bin.as_deref() == Some(bin.as_path()) {
+                v.current.clone()
+            } else {
+                layout::binary_version(&bin).ok()
+            };
+        }
+    }
+    if let Ok(s) = crate::commands::call_gateway(d.cli, &d.ctx, "status", None) {
+        v.running = Some((
+            s["version"].as_str().unwrap_or("").to_owned(),
+            s["buildId"].as_str().unwrap_or("").to_owned(),
+        ));
+        v.running_pid = s["pid"].as_u64();
+    }
+    v
+}
+
+fn fmt_v(v: &Option<(String, String)>) -> String {
+    v.as_ref()
+        .map(|(v, b)| format!("{v} ({b})"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The ways the unit disagrees with `current` (empty: it agrees, or is not installed).
+fn unit_disagreements(v: &Versions) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some((cv, cb)) = &v.current else {
+        return out;
+    };
+    if v.unit_label.is_none() && v.exec_start.is_none() {
+        return out;
+    }
+    if v.unit_label.as_deref() != Some(cv) {
+        out.push(format!(
+            "X-Molt-Version is {}",
+            v.unit_label.as_deref().unwrap_or("missing")
+        ));
+    }
+    if v.unit_description.as_deref() != Some(cv) {
+        out.push(format!(
+            "Description names {}",
+            v.unit_description.as_deref().unwrap_or("no version")
+        ));
+    }
+    if v.unit_build.as_deref() != Some(cb) {
+        out.push(format!(
+            "X-Molt-Build is {}",
+            v.unit_build.as_deref().unwrap_or("missing")
+        ));
+    }
+    if v.exec_version.as_ref() != Some(&(cv.clone(), cb.clone())) {
+        out.push(format!(
+            "ExecStart runs {}",
+            v.exec_start.as_deref().unwrap_or("nothing")
+        ));
+    }
+    out
+}
+
+fn check_versions(d: &Doctor) -> Outcome {
+    let v = versions(d);
+    let details = serde_json::to_value(&v).unwrap_or(Value::Null);
+    let Some(current) = &v.current else {
+        return Outcome::bad(
+            Status::Fail,
+            "no installed version: `current` is missing or does not run",
+            format!("molt install{}", d.pf),
+        )
+        .details(details);
+    };
+    let mut problems = unit_disagreements(&v);
+    if !problems.is_empty() {
+        problems.insert(0, format!("the unit is stale ({})", problems.join(", ")));
+        problems.truncate(1);
+    }
+    if let Some(r) = &v.running {
+        if r != current {
+            problems.push(format!("the gateway runs {}", fmt_v(&v.running)));
+        }
+    }
+    if problems.is_empty() {
+        let running = if v.running.is_some() {
+            "the unit, ExecStart and the running gateway agree"
+        } else {
+            "the unit and ExecStart agree (no gateway answered)"
+        };
+        return Outcome::ok(format!("current is {}; {running}", fmt_v(&v.current)))
+            .details(details);
+    }
+    Outcome::bad(
+        Status::Fail,
+        format!(
+            "current is {} but {}",
+            fmt_v(&v.current),
+            problems.join("; ")
+        ),
+        format!(
+            "molt service install{pf} && molt service restart{pf}",
+            pf = d.pf
+        ),
+    )
+    .fixable()
+    .details(details)
+}
+
+fn fix_versions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
+    let mut done = Vec::new();
+    let v = versions(d);
+    let Some(current) = v.current.clone() else {
+        return Err((done, "no installed version to agree with".into()));
+    };
+    if !unit_disagreements(&v).is_empty() {
+        let changes = service::write_unit(d.cli, &d.ctx).map_err(|e| (Vec::new(), e.message))?;
+        done.push(format!(
+            "rewrote {} for {} and reloaded systemd ({} line(s) changed)",
+            d.unit,
+            fmt_v(&v.current),
+            changes.len()
+        ));
+    }
+    if v.running.as_ref().is_some_and(|r| *r != current) {
+        // A handover to what `current` points to: never a stop and a start.
+        let r = crate::commands::call_gateway(d.cli, &d.ctx, "gateway.restart.request", None)
+            .map_err(|e| (done.clone(), format!("handover refused: {}", e.message)))?;
+        let h = &r["handover"];
+        done.push(format!(
+            "handover: pid {} ({}) -> pid {} ({})",
+            h["fromPid"],
+            h["fromVersion"].as_str().unwrap_or("?"),
+            h["to"]["pid"],
+            h["to"]["version"].as_str().unwrap_or("?")
+        ));
+        match wait_ready(d) {
+            Ok(r) => done.push(r),
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// port, connectivity
+
+/// The profiles configured in this config home (`molt`, `molt-*`), with their ports.
+fn configured_ports(config_home: &Path) -> Vec<(String, PathBuf, u16)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(config_home)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let profile = match name.strip_prefix("molt") {
+            Some("") => None,
+            Some(rest) => match rest.strip_prefix('-') {
+                Some(p) => Some(p.to_owned()),
+                None => continue,
+            },
+            None => continue,
+        };
+        let Ok(profile) = Profile::new(profile.as_deref()) else {
+            continue;
+        };
+        let path = e.path().join("molt.toml");
+        if let Ok(c) = Config::load(&path) {
+            out.push((profile.to_string(), path, c.port(&profile)));
+        }
+    }
+    out
+}
+
+fn check_port(d: &Doctor) -> Outcome {
+    let port = d.ctx.config.port(&d.ctx.profile);
+    let procs = host::processes();
+    let listeners = host::listeners(&procs);
+    let ours: Vec<u32> = host::molt_instances(&procs, &listeners)
+        .into_iter()
+        .filter(|i| i.config_path == d.ctx.config_path)
+        .flat_map(|i| i.pids)
+        .collect();
+    let mut problems = Vec::new();
+    let mut remedy = format!("ss -ltnp 'sport = :{port}'");
+    for l in listeners.on_port(port) {
+        let foreign: Vec<&host::Process> = l
+            .pids
+            .iter()
+            .filter(|p| !ours.contains(p))
+            .filter_map(|p| procs.iter().find(|q| q.pid == *p))
+            .collect();
+        if !foreign.is_empty() {
+            let who: Vec<String> = foreign.iter().map(|p| p.describe()).collect();
+            problems.push((
+                Status::Fail,
+                format!(
+                    "port {port} ({}) is held by {}, not this profile's gateway",
+                    l.addr,
+                    who.join(", ")
+                ),
+            ));
+            remedy = format!(
+                "{remedy}; stop that process, or set gateway.port in {}",
+                d.ctx.config_path.display()
+            );
+        }
+    }
+    let config_home = d
+        .ctx
+        .config_path
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned);
+    for (profile, path, p) in config_home
+        .as_deref()
+        .map(configured_ports)
+        .unwrap_or_default()
+    {
+        if p == port && path != d.ctx.config_path {
+            problems.push((
+                Status::Warn,
+                format!(
+                    "profile {profile} ({}) is configured with the same port {port}",
+                    path.display()
+                ),
+            ));
+            remedy = format!(
+                "set a different gateway.port in {} or {}",
+                d.ctx.config_path.display(),
+                path.display()
+            );
+        }
+    }
+    match problems.iter().map(|p| p.0).max() {
+        None => Outcome::ok(format!(
+            "port {port}: {}",
+            if listeners.on_port(port).next().is_some() {
+                "held by this profile's gateway only"
+            } else {
+                "free, and no other profile is configured with it"
+            }
+        )),
+        Some(worst) => Outcome::bad(
+            worst,
+            problems
+                .into_iter()
+                .map(|p| p.1)
+                .collect::<Vec<_>>()
+                .join("; "),
+            remedy,
+        ),
+    }
+}
+
+fn check_connectivity(d: &Doctor) -> Outcome {
+    let t0 = Instant::now();
+    match crate::commands::call_gateway(d.cli, &d.ctx, "health", None) {
+        Ok(h) => Outcome::ok(format!(
+            "handshake and health answered in {} ms{}",
+            t0.elapsed().as_millis(),
+            h["ok"]
+                .as_bool()
+                .map(|ok| format!(" (ok: {ok})"))
+                .unwrap_or_default()
+        ))
+        .details(h),
+        Err(e) => Outcome::bad(
+            Status::Fail,
+            format!("no handshake: {}", e.message),
+            format!("molt service status{pf}; molt service start{pf}", pf = d.pf),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// other gateways
+
+fn addrs(a: &[SocketAddr]) -> String {
+    if a.is_empty() {
+        "no listener".into()
+    } else {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn configured_word(c: Option<bool>) -> &'static str {
+    match c {
+        Some(true) => "auth configured",
+        Some(false) => "NO auth",
+        None => "auth unknown",
+    }
+}
+
+fn check_other_gateways(d: &Doctor) -> Outcome {
+    let procs = host::processes();
+    let listeners = host::listeners(&procs);
+    let mut lines = Vec::new();
+    let mut exposed = Vec::new();
+    let mut remedies = Vec::new();
+    let mut details = Vec::new();
+    for i in host::molt_instances(&procs, &listeners) {
+        if i.config_path == d.ctx.config_path {
+            continue;
+        }
+        let state = if i.pids.is_empty() {
+            "not running".to_owned()
+        } else {
+            format!(
+                "pid {}",
+                i.pids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        let configured = i.configured();
+        lines.push(format!(
+            "molt profile {} ({}, {state}, {}, {})",
+            i.profile,
+            i.unit.as_deref().unwrap_or("no unit"),
+            addrs(&i.listeners),
+            configured_word(configured)
+        ));
+        if i.listeners
+            .iter()
+            .any(|a| molt_audit::proc_net::is_exposed(a.ip()))
+        {
+            exposed.push(format!("molt profile {}", i.profile));
+            remedies.push(format!(
+                "molt --profile {} security audit --deep",
+                i.profile
+            ));
+        }
+        details.push(json!({"kind": "molt", "profile": i.profile, "unit": i.unit,
+            "pids": i.pids, "listeners": i.listeners, "configured": configured,
+            "configPath": i.config_path}));
+    }
+    for o in host::openclaw_instances(&procs, &listeners) {
+        let what = o
+            .unit
+            .clone()
+            .or_else(|| o.pid.map(|p| format!("pid {p}")))
+            .unwrap_or_default();
+        lines.push(format!(
+            "OpenClaw {what} ({}, {})",
+            addrs(&o.listeners),
+            configured_word(o.configured)
+        ));
+        let open = o
+            .listeners
+            .iter()
+            .any(|a| molt_audit::proc_net::is_exposed(a.ip()));
+        if open || (o.pid.is_some() && o.configured == Some(false)) {
+            exposed.push(format!("OpenClaw {what}"));
+            remedies.push(match (&o.unit, o.pid) {
+                (Some(u), _) => format!("systemctl --user disable --now {u}"),
+                (None, Some(p)) => format!("kill {p}"),
+                _ => "molt security audit --deep".into(),
+            });
+        }
+        details.push(json!({"kind": "openclaw", "pid": o.pid, "unit": o.unit,
+            "unitFile": o.unit_file, "listeners": o.listeners, "configured": o.configured,
+            "configPath": o.config_path, "command": o.command}));
+    }
+    match host::docker_ps() {
+        Ok(text) => {
+            for line in text.lines() {
+                let mut cols = line.split('\t');
+                let (name, ports, image) = (
+                    cols.next().unwrap_or(""),
+                    cols.next().unwrap_or(""),
+                    cols.next().unwrap_or(""),
+                );
+                let hay = format!("{name} {image}").to_ascii_lowercase();
+                if !["openclaw", "molt", "clawd", "agent-gateway"]
+                    .iter()
+                    .any(|k| hay.contains(k))
+                {
+                    continue;
+                }
+                let ps = molt_audit::docker::parse_ps(&format!("{name}\t{ports}"));
+                let published: Vec<String> = ps
+                    .published
+                    .iter()
+                    .map(|p| format!("{}:{}", p.host_ip, p.host_ports.dashed()))
+                    .collect();
+                lines.push(format!(
+                    "container {name} ({image}, {}, auth unknown)",
+                    if published.is_empty() {
+                        "nothing published".to_owned()
+                    } else {
+                        published.join(", ")
+                    }
+                ));
+                if ps
+                    .published
+                    .iter()
+                    .any(|p| !molt_audit::proc_net::is_loopback(p.host_ip))
+                {
+                    exposed.push(format!("container {name}"));
+                    remedies.push(format!("docker stop {name}"));
+                }
+                details.push(json!({"kind": "container", "name": name, "image": image,
+                    "published": published}));
+            }
+        }
+        Err(why) => details.push(json!({"kind": "docker", "unavailable": why})),
+    }
+    let details = Value::Array(details);
+    if lines.is_empty() {
+        return Outcome::ok("no other molt profile, OpenClaw gateway or agent container")
+            .details(details);
+    }
+    if exposed.is_empty() {
+        return Outcome::ok(format!(
+            "{} other gateway(s), none exposed: {}",
+            lines.len(),
+            lines.join("; ")
+        ))
+        .details(details);
+    }
+    Outcome::bad(
+        Status::Warn,
+        format!(
+            "{} other gateway(s); reachable from the network or without auth: {}. All: {}",
+            lines.len(),
+            exposed.join(", "),
+            lines.join("; ")
+        ),
+        remedies.join(" && "),
+    )
+    .details(details)
+}
