@@ -372,3 +372,43 @@ impl Drop for Home {
         kill_processes_of(self.dir.path());
     }
 }
+
+/// A real molt binary built from this source with `MOLT_BUILD_VERSION=version`, for tests that
+/// need a second installed version. Built once into its own target dir under target/tmp and
+/// reused by later runs (cargo rebuilds only what changed); never a copy with a faked version.
+pub fn molt_with_version(version: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("molt-{version}"));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    // The test's own CARGO_* variables would make the nested build differ from a plain one.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .args(["build", "-p", "molt", "--bin", "molt", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .env("MOLT_BUILD_VERSION", version)
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "building molt {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = target.join("debug/molt");
+    let printed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .expect("run it");
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).starts_with(&format!("molt {version} (")),
+        "{printed:?}"
+    );
+    bin
+}
