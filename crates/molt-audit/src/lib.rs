@@ -39,3 +39,4 @@ pub mod sshd;
 mod text;
 
 pub use findings::{Finding, ParseNote, ParseNotes, Severity};
+pub use text::split_args;

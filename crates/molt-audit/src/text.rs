@@ -3,7 +3,7 @@
 /// Splits `line` into words at ASCII whitespace, honouring double and single quotes and
 /// backslash escapes (as sshd's `argv_split` and `iptables -S` quoting do). Quotes are removed.
 /// `None` when a quote is left open.
-pub(crate) fn split_args(line: &str) -> Option<Vec<String>> {
+pub fn split_args(line: &str) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

@@ -714,10 +714,11 @@ fn check_versions(d: &Doctor) -> Outcome {
         }
     }
     if problems.is_empty() {
-        let running = if v.running.is_some() {
-            "the unit, ExecStart and the running gateway agree"
-        } else {
-            "the unit and ExecStart agree (no gateway answered)"
+        let running = match (v.exec_start.is_some(), v.running.is_some()) {
+            (true, true) => "the unit, ExecStart and the running gateway agree",
+            (true, false) => "the unit and ExecStart agree (no gateway answered)",
+            (false, true) => "the running gateway agrees (no unit installed)",
+            (false, false) => "no unit installed and no gateway answered",
         };
         return Outcome::ok(format!("current is {}; {running}", fmt_v(&v.current)))
             .details(details);

@@ -616,40 +616,10 @@ pub fn unit_exec_env(text: &str) -> (Vec<String>, HashMap<String, String>) {
     (argv, env)
 }
 
-/// Splits a unit-file value into words, honouring double quotes and backslash escapes.
+/// Splits a unit-file value into words; systemd quotes with `"`, `'` and backslashes as sshd
+/// and iptables do. An unbalanced quote gives no words.
 fn split_unit_words(v: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut quoted, mut any) = (false, false);
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    any = true;
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
+    molt_audit::split_args(v).unwrap_or_default()
 }
 
 /// Unit files in `dir` whose names start with `prefix` and end in `.service`.
