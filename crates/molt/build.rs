@@ -4,11 +4,17 @@
 //!   v2/v3 binaries this way; only this crate recompiles.
 //! - `MOLT_BUILD_ID`: `<git sha>-<hash of the inputs>`, where the inputs are every source file
 //!   of the workspace crates, the lock file and the version. Any change to them changes it.
+//! - `MOLT_FAULT`: `MOLT_BUILD_FAULT` if set, else empty. Tests build real broken versions
+//!   with it: `check-fails` (`molt gateway check` refuses), `exit-at-start` (`molt gateway
+//!   run` exits at once), `never-ready` (the gateway never reports ready). A release build
+//!   leaves it unset.
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=MOLT_BUILD_VERSION");
+    println!("cargo:rerun-if-env-changed=MOLT_BUILD_FAULT");
+    let fault = std::env::var("MOLT_BUILD_FAULT").unwrap_or_default();
     let version = std::env::var("MOLT_BUILD_VERSION")
         .ok()
         .filter(|v| !v.is_empty())
@@ -31,6 +37,7 @@ fn main() {
 
     let mut hash = Fnv::new();
     hash.write(version.as_bytes());
+    hash.write(fault.as_bytes());
     for f in &files {
         if let Ok(bytes) = std::fs::read(f) {
             hash.write(
@@ -59,6 +66,7 @@ fn main() {
 
     let git = git_sha(&root);
     println!("cargo:rustc-env=MOLT_VERSION={version}");
+    println!("cargo:rustc-env=MOLT_FAULT={fault}");
     println!("cargo:rustc-env=MOLT_BUILD_ID={git}-{:016x}", hash.0);
 }
 

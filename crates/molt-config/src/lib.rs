@@ -209,13 +209,32 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Default `update.verify_timeout_ms`: how long a new version has to serve and report itself.
+pub const DEFAULT_VERIFY_TIMEOUT_MS: u64 = 30_000;
+
 /// `[update]`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpdateConfig {
     /// Release public keys (lines of `molt release keygen`'s `PREFIX.pub`). Updates are
     /// refused while this is empty: molt has no built-in key.
     pub trusted_keys: Vec<String>,
+    /// Where releases come from when `--source` is not given (and for `update.run`): a
+    /// directory, or an `https://` base URL (`http://` only on loopback).
+    pub source: Option<String>,
+    /// After the handover, the new version must answer `/readyz` and the protocol with its
+    /// exact version and build within this many milliseconds, or the update rolls back.
+    pub verify_timeout_ms: u64,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            source: None,
+            verify_timeout_ms: DEFAULT_VERIFY_TIMEOUT_MS,
+        }
+    }
 }
 
 /// The whole `molt.toml`.
@@ -236,6 +255,7 @@ enum Kind {
     Secret,
     /// Several values, separated by newlines or `;`.
     List,
+    Text,
 }
 
 /// Every key and its environment override. One list, so `MOLT_*` support cannot drift from
@@ -250,6 +270,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("gateway.auth.token", Kind::Secret),
     ("gateway.auth.password", Kind::Secret),
     ("update.trusted_keys", Kind::List),
+    ("update.source", Kind::Text),
+    ("update.verify_timeout_ms", Kind::Millis),
 ];
 
 /// `gateway.stop_budget_ms` -> `MOLT_GATEWAY_STOP_BUDGET_MS`.
@@ -329,6 +351,11 @@ impl Config {
                         .filter(|k| !k.is_empty())
                         .map(str::to_owned)
                         .collect()
+                }
+                ("update.source", Kind::Text) => self.update.source = Some(value),
+                ("update.verify_timeout_ms", Kind::Millis) => {
+                    self.update.verify_timeout_ms =
+                        value.parse().map_err(|_| bad("expected milliseconds"))?
                 }
                 _ => unreachable!("KEYS and apply_env disagree on {key}"),
             }

@@ -92,18 +92,33 @@ impl Layout {
         build_id: &str,
         now_ms: u64,
     ) -> Result<InstallOutcome, ServiceError> {
+        let outcome = self.add_version(binary, version, build_id, now_ms)?;
+        self.switch_to(version)?;
+        std::fs::create_dir_all(&self.bin_dir)
+            .map_err(io(format!("creating {}", self.bin_dir.display())))?;
+        switch_symlink(&self.current_binary(), &self.bin_dir.join("molt"))?;
+        Ok(outcome)
+    }
+
+    /// Copies `binary` into `versions/<version>` without switching anything. The same binary
+    /// again is a no-op; another binary under an installed version is refused.
+    pub fn add_version(
+        &self,
+        binary: &Path,
+        version: &str,
+        build_id: &str,
+        now_ms: u64,
+    ) -> Result<InstallOutcome, ServiceError> {
         let sha = sha256_file(binary)?;
         let dir = self.versions().join(version);
-        let outcome = match read_release(&dir) {
-            Some(r) if r.sha256 == sha => InstallOutcome::AlreadyInstalled,
-            Some(r) => {
-                return Err(ServiceError::Conflict(format!(
-                    "version {version} is already installed from another build ({}, sha256 {}); \
-                     versions are immutable: build with another MOLT_BUILD_VERSION",
-                    r.build_id,
-                    &r.sha256[..12]
-                )));
-            }
+        match read_release(&dir) {
+            Some(r) if r.sha256 == sha => Ok(InstallOutcome::AlreadyInstalled),
+            Some(r) => Err(ServiceError::Conflict(format!(
+                "version {version} is already installed from another build ({}, sha256 {}); \
+                 versions are immutable: build with another MOLT_BUILD_VERSION",
+                r.build_id,
+                &r.sha256[..12.min(r.sha256.len())]
+            ))),
             None => {
                 self.copy_in(
                     binary,
@@ -115,14 +130,23 @@ impl Layout {
                         installed_at_ms: now_ms,
                     },
                 )?;
-                InstallOutcome::Installed
+                Ok(InstallOutcome::Installed)
             }
-        };
-        switch_symlink(&PathBuf::from("versions").join(version), &self.current())?;
-        std::fs::create_dir_all(&self.bin_dir)
-            .map_err(io(format!("creating {}", self.bin_dir.display())))?;
-        switch_symlink(&self.current_binary(), &self.bin_dir.join("molt"))?;
-        Ok(outcome)
+        }
+    }
+
+    /// Points `current` at `versions/<version>` atomically.
+    pub fn switch_to(&self, version: &str) -> Result<(), ServiceError> {
+        switch_symlink(&PathBuf::from("versions").join(version), &self.current())
+    }
+
+    /// The version `current` points to, read from the link itself (not the binary).
+    pub fn current_version(&self) -> Option<String> {
+        let target = std::fs::read_link(self.current()).ok()?;
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
     }
 
     /// Copies into a staging dir, fsyncs, then renames it into place, so a version dir is

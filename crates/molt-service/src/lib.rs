@@ -4,6 +4,7 @@
 
 pub mod layout;
 pub mod systemctl;
+pub mod transient;
 pub mod unit;
 
 /// A service-management error, saying what was being done.

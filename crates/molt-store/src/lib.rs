@@ -11,7 +11,9 @@
 
 mod devices;
 mod migrations;
+#[macro_use]
 mod runs;
+mod updates;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,9 +21,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
+/// The newest database schema version this build knows.
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use runs::{
     ExecSpec, Lease, RunCounts, RunId, RunRecord, RunState, StepOutcome, StepRecord, StepSpec,
     StepState,
+};
+pub use updates::{
+    JobState, JournalStep, JournalStepState, NewUpdateJob, Report, StepLine, UpdateJob, UpdateKind,
+    VersionRef, in_flight, schema_version_of,
 };
 
 /// A store error, with what was being done when it happened.

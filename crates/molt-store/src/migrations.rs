@@ -73,6 +73,38 @@ const MIGRATIONS: &[&str] = &[
         decided_at_ms INTEGER,
         last_seen_ms INTEGER
      );",
+    // 3: the update journal: one row per transaction, one per step, written before it acts.
+    "CREATE TABLE update_jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('update','rollback','recover')),
+        state TEXT NOT NULL
+            CHECK (state IN ('pending','running','rolling_back','ok','rolled_back','failed')),
+        requester TEXT NOT NULL,
+        params TEXT NOT NULL,
+        continuation TEXT,
+        from_version TEXT,
+        from_build TEXT,
+        to_version TEXT,
+        to_build TEXT,
+        error TEXT,
+        launcher TEXT,
+        updater_pid INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        delivered_at_ms INTEGER
+     );
+     CREATE INDEX update_jobs_by_time ON update_jobs(created_at_ms);
+     CREATE TABLE update_steps (
+        job_id TEXT NOT NULL REFERENCES update_jobs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started','ok','failed','skipped')),
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        detail TEXT,
+        PRIMARY KEY (job_id, seq)
+     );",
 ];
 
 /// The newest schema version this build knows.

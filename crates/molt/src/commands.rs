@@ -90,6 +90,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let mut ctx = resolve(&cli)?;
     match &cli.command {
         Command::Gateway(GatewayCommand::Run(args)) => {
+            if crate::FAULT == "exit-at-start" {
+                return Err(Failure::failed(
+                    "this build exits at start-up (MOLT_BUILD_FAULT=exit-at-start, a test fault)",
+                ));
+            }
             if let Some(port) = args.port {
                 ctx.config.gateway.port = Some(port);
             }
@@ -109,6 +114,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     version: crate::VERSION.into(),
                     build_id: crate::BUILD_ID.into(),
                 },
+                never_ready: crate::FAULT == "never-ready",
             })
             .map_err(|e| Failure {
                 code: e.exit_code,
@@ -125,11 +131,65 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", ctx.config.to_masked_toml(&ctx.profile));
             Ok(())
         }
+        Command::Gateway(GatewayCommand::Check { json }) => gateway_check(&ctx, *json),
         Command::Install { prefix } => crate::service::install(&ctx, prefix.as_ref()),
         Command::Release(cmd) => crate::release::run(cmd),
+        Command::Update(args) => crate::update::run(&cli, &ctx, args),
         Command::Service(cmd) => crate::service::run(&cli, &ctx, cmd),
         _ => client_command(&cli, &ctx),
     }
+}
+
+/// `molt gateway check`: would this binary start on this config and state? The update
+/// preflight runs it with the new binary before anything is switched.
+fn gateway_check(ctx: &Context, json: bool) -> Result<(), Failure> {
+    if crate::FAULT == "check-fails" {
+        return Err(Failure::config(
+            "this build refuses every config (MOLT_BUILD_FAULT=check-fails, a test fault)",
+        ));
+    }
+    ctx.config
+        .validate()
+        .map_err(|e| Failure::config(e.to_string()))?;
+    let db = ctx.state_dir.join("molt.db");
+    let found = if db.exists() {
+        Some(
+            molt_store::schema_version_of(&db)
+                .map_err(|e| Failure::failed(format!("cannot read {}: {e}", db.display())))?,
+        )
+    } else {
+        None
+    };
+    let known = molt_store::SCHEMA_VERSION;
+    if let Some(found) = found.filter(|f| *f > known) {
+        return Err(Failure::config(format!(
+            "{} has schema version {found}, newer than this molt knows ({known}); \
+             this version cannot run on this state",
+            db.display()
+        )));
+    }
+    let port = ctx.config.port(&ctx.profile);
+    if json {
+        print_json(&json!({
+            "ok": true,
+            "version": crate::VERSION,
+            "buildId": crate::BUILD_ID,
+            "config": ctx.config_path.display().to_string(),
+            "stateDir": ctx.state_dir.display().to_string(),
+            "schema": { "found": found, "known": known },
+            "port": port,
+        }));
+    } else {
+        println!(
+            "ok: molt {} ({}) accepts {} and {} (schema {} of {known}), port {port}",
+            crate::VERSION,
+            crate::BUILD_ID,
+            ctx.config_path.display(),
+            ctx.state_dir.display(),
+            found.map(|f| f.to_string()).unwrap_or_else(|| "new".into())
+        );
+    }
+    Ok(())
 }
 
 fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
@@ -439,10 +499,11 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
                 );
             }
         }
-        Command::Gateway(GatewayCommand::Run(_))
+        Command::Gateway(GatewayCommand::Run(_) | GatewayCommand::Check { .. })
         | Command::Config(_)
         | Command::Install { .. }
         | Command::Release(_)
+        | Command::Update(_)
         | Command::Service(_)
         | Command::Doctor(_)
         | Command::Security(_) => {

@@ -6,6 +6,7 @@ mod doctor;
 mod host;
 mod release;
 mod service;
+mod update;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 /// The version and build id fixed by `build.rs`.
 pub const VERSION: &str = env!("MOLT_VERSION");
 pub const BUILD_ID: &str = env!("MOLT_BUILD_ID");
+/// A test fault baked in with `MOLT_BUILD_FAULT` (see build.rs); empty in real builds.
+pub const FAULT: &str = env!("MOLT_FAULT");
 
 fn long_version() -> &'static str {
     // clap prints "molt <this>", giving `molt <version> (<buildId>)`.
@@ -71,6 +74,9 @@ pub enum Command {
     /// Manage the systemd user unit.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Update to a signed release as one journalled transaction with automatic rollback.
+    /// Works from anywhere, also from inside the gateway (then it returns a job id).
+    Update(UpdateArgs),
     /// Make and sign releases (for maintainers and tests).
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -86,6 +92,67 @@ pub enum Command {
         /// Params as JSON.
         #[arg(long)]
         params: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct UpdateArgs {
+    #[command(subcommand)]
+    pub command: Option<UpdateCommand>,
+    #[command(flatten)]
+    pub flags: UpdateFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateFlags {
+    /// Release directory or base URL (https://, or http:// on loopback). Default: [update] source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Install this version instead of the newest on offer.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Resolve, download, verify, unpack and preflight; switch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a version older than the installed one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UpdateCommand {
+    /// Show the current or last update transaction.
+    Status {
+        /// Wait for a running transaction to end.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to the previous installed version, through the same transaction.
+    Rollback {
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring an install whose updater was interrupted to a consistent state.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The updater itself (started by `molt update` as a transient unit).
+    #[command(hide = true)]
+    Apply {
+        #[arg(long)]
+        job: String,
     },
 }
 
@@ -124,6 +191,12 @@ pub enum GatewayCommand {
     /// Hand over to a new gateway process (what `current` points to): no refused connection,
     /// no lost run, no wait for a drain. Exit 1 if the new process fails; the old one serves on.
     Restart {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that this binary accepts the config and the state (the update preflight):
+    /// the config loads, the database schema is one this build knows. Changes nothing.
+    Check {
         #[arg(long)]
         json: bool,
     },

@@ -1,0 +1,133 @@
+//! Starting a command outside the caller's process tree and cgroup (design §1 invariant 5).
+//!
+//! With a user manager, the command runs as a transient unit (`systemd-run --user --unit NAME
+//! --collect`), so stopping or restarting the gateway cannot take it down. Without one, it
+//! runs as a detached process in its own session, logging to a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::ServiceError;
+
+/// How a command was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launched {
+    /// A transient unit of the user manager.
+    Unit(String),
+    /// A detached process (no service manager answered); its output goes to `log`.
+    Detached { pid: u32, log: PathBuf },
+}
+
+impl Launched {
+    /// `systemd-run:<unit>` or `detached:<pid>`, as journalled.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Unit(u) => format!("systemd-run:{u}"),
+            Self::Detached { pid, .. } => format!("detached:{pid}"),
+        }
+    }
+}
+
+/// Whether a user manager answers `systemctl --user`.
+pub fn manager_answers() -> bool {
+    Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `exe args` as transient unit `unit` with `env` (the manager's environment is not
+/// the caller's), or detached with `log` as its output when no user manager answers.
+pub fn launch(
+    unit: &str,
+    description: &str,
+    exe: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Launched, ServiceError> {
+    if manager_answers() {
+        let mut c = Command::new("systemd-run");
+        c.args(["--user", "--collect", "--quiet", "--unit", unit])
+            .arg(format!("--description={description}"))
+            // The updater is short-lived and must finish a rollback even when asked to stop.
+            .arg("--property=TimeoutStopSec=120");
+        for (k, v) in env {
+            c.arg(format!("--setenv={k}={v}"));
+        }
+        let out = c
+            .arg("--")
+            .arg(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| ServiceError::Io {
+                what: "running systemd-run --user".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(ServiceError::Systemctl {
+                args: format!("systemd-run --user --unit {unit}"),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        return Ok(Launched::Unit(unit.to_owned()));
+    }
+    detach(exe, args, env, log)
+}
+
+fn detach(
+    exe: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Launched, ServiceError> {
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ServiceError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    let open_log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| ServiceError::Io {
+                what: format!("opening {}", log.display()),
+                source,
+            })
+    };
+    let mut c = Command::new(exe);
+    c.args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(open_log()?)
+        .stderr(open_log()?);
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().map_err(|source| ServiceError::Io {
+        what: format!("starting {}", exe.display()),
+        source,
+    })?;
+    let pid = child.id();
+    // Reap it when it ends, so a long-lived caller (the gateway) keeps no zombie.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(Launched::Detached {
+        pid,
+        log: log.to_owned(),
+    })
+}

@@ -1,0 +1,583 @@
+//! The update journal (design §5): one row per update transaction and one per step.
+//!
+//! The updater writes a step row *before* the step acts (`started`) and closes it after
+//! (`ok`/`failed`/`skipped`). After a crash, the last `ok` step tells recovery how far the
+//! transaction got, and a `started` row names the step that was in flight.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use crate::{Ctx, Result, Store, StoreError, now_ms};
+
+string_enum!(
+    /// What a job does.
+    UpdateKind {
+        Update = "update",
+        Rollback = "rollback",
+        Recover = "recover",
+    }
+);
+
+string_enum!(
+    /// Where a job is. `Ok`, `RolledBack` and `Failed` are final.
+    JobState {
+        Pending = "pending",
+        Running = "running",
+        RollingBack = "rolling_back",
+        Ok = "ok",
+        RolledBack = "rolled_back",
+        Failed = "failed",
+    }
+);
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Ok | Self::RolledBack | Self::Failed)
+    }
+}
+
+string_enum!(
+    /// One journalled step.
+    JournalStepState {
+        Started = "started",
+        Ok = "ok",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+);
+
+/// What a new job is asked to do.
+#[derive(Debug, Clone)]
+pub struct NewUpdateJob {
+    pub kind: UpdateKind,
+    /// `cli`, `rpc` or `gateway` (start-up recovery).
+    pub requester: String,
+    /// The request as JSON (source, target version, downgrade permission).
+    pub params: String,
+    /// Delivered to operators after the restart.
+    pub continuation: Option<String>,
+}
+
+/// A journalled step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalStep {
+    pub seq: i64,
+    pub name: String,
+    pub state: JournalStepState,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// A job with its steps, oldest step first.
+#[derive(Debug, Clone)]
+pub struct UpdateJob {
+    pub id: String,
+    pub kind: UpdateKind,
+    pub state: JobState,
+    pub requester: String,
+    pub params: String,
+    pub continuation: Option<String>,
+    pub from: Option<(String, String)>,
+    pub to: Option<(String, String)>,
+    pub error: Option<String>,
+    /// How the updater was started: `systemd-run:<unit>` or `detached:<pid>`.
+    pub launcher: Option<String>,
+    pub updater_pid: Option<u32>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
+    pub steps: Vec<JournalStep>,
+}
+
+impl UpdateJob {
+    /// The last step that completed (`ok` or `skipped`), if any.
+    pub fn last_done(&self) -> Option<&JournalStep> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s.state, JournalStepState::Ok | JournalStepState::Skipped))
+    }
+
+    /// Whether a step of this name completed.
+    pub fn done(&self, name: &str) -> bool {
+        self.steps.iter().any(|s| {
+            s.name == name && matches!(s.state, JournalStepState::Ok | JournalStepState::Skipped)
+        })
+    }
+}
+
+const JOB_COLUMNS: &str = "id, kind, state, requester, params, continuation, from_version, \
+     from_build, to_version, to_build, error, launcher, updater_pid, created_at_ms, \
+     updated_at_ms, finished_at_ms, delivered_at_ms";
+
+fn pair(v: Option<String>, b: Option<String>) -> Option<(String, String)> {
+    Some((v?, b.unwrap_or_default()))
+}
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(UpdateJob, String, String)> {
+    Ok((
+        UpdateJob {
+            id: r.get(0)?,
+            kind: UpdateKind::Update,
+            state: JobState::Pending,
+            requester: r.get(3)?,
+            params: r.get(4)?,
+            continuation: r.get(5)?,
+            from: pair(r.get(6)?, r.get(7)?),
+            to: pair(r.get(8)?, r.get(9)?),
+            error: r.get(10)?,
+            launcher: r.get(11)?,
+            updater_pid: r.get(12)?,
+            created_at_ms: r.get(13)?,
+            updated_at_ms: r.get(14)?,
+            finished_at_ms: r.get(15)?,
+            delivered_at_ms: r.get(16)?,
+            steps: Vec::new(),
+        },
+        r.get(1)?,
+        r.get(2)?,
+    ))
+}
+
+impl Store {
+    /// Records a new `pending` job; its id is `upd-<12 hex>`.
+    pub fn create_update_job(&mut self, new: &NewUpdateJob) -> Result<UpdateJob> {
+        let now = now_ms();
+        let id: String = self
+            .conn
+            .query_row(
+                "INSERT INTO update_jobs(id, kind, state, requester, params, continuation,
+                    created_at_ms, updated_at_ms)
+                 VALUES ('upd-' || lower(hex(randomblob(6))), ?1, 'pending', ?2, ?3, ?4, ?5, ?5)
+                 RETURNING id",
+                params![
+                    new.kind.as_str(),
+                    new.requester,
+                    new.params,
+                    new.continuation,
+                    now
+                ],
+                |r| r.get(0),
+            )
+            .ctx("creating update job")?;
+        self.update_job(&id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("update job {id} vanished")))
+    }
+
+    /// One job with its steps.
+    pub fn update_job(&self, id: &str) -> Result<Option<UpdateJob>> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM update_jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()
+            .ctx("reading update job")?;
+        row.map(|r| self.finish_job(r)).transpose()
+    }
+
+    /// The newest job, if any.
+    pub fn latest_update_job(&self) -> Result<Option<UpdateJob>> {
+        let row = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM update_jobs ORDER BY created_at_ms DESC, rowid DESC LIMIT 1"
+                ),
+                [],
+                job_from_row,
+            )
+            .optional()
+            .ctx("reading the latest update job")?;
+        row.map(|r| self.finish_job(r)).transpose()
+    }
+
+    /// Jobs that have not reached a final state, oldest first.
+    pub fn unfinished_update_jobs(&self) -> Result<Vec<UpdateJob>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM update_jobs
+                 WHERE state IN ('pending','running','rolling_back') ORDER BY created_at_ms, rowid"
+            ))
+            .ctx("preparing unfinished jobs query")?;
+        let rows = stmt
+            .query_map([], job_from_row)
+            .ctx("listing unfinished update jobs")?;
+        let mut raw = Vec::new();
+        for r in rows {
+            raw.push(r.ctx("reading update job")?);
+        }
+        raw.into_iter().map(|r| self.finish_job(r)).collect()
+    }
+
+    fn finish_job(&self, (mut job, kind, state): (UpdateJob, String, String)) -> Result<UpdateJob> {
+        job.kind = UpdateKind::parse(&kind)?;
+        job.state = JobState::parse(&state)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, name, state, started_at_ms, finished_at_ms, detail
+                 FROM update_steps WHERE job_id = ?1 ORDER BY seq",
+            )
+            .ctx("preparing update steps query")?;
+        let rows = stmt
+            .query_map([&job.id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .ctx("reading update steps")?;
+        for r in rows {
+            let (seq, name, state, started_at_ms, finished_at_ms, detail) =
+                r.ctx("reading update step")?;
+            job.steps.push(JournalStep {
+                seq,
+                name,
+                state: JournalStepState::parse(&state)?,
+                started_at_ms,
+                finished_at_ms,
+                detail,
+            });
+        }
+        Ok(job)
+    }
+
+    /// Sets a job's state (and its error, when given). A final state stamps `finished_at_ms`.
+    pub fn set_update_state(
+        &mut self,
+        id: &str,
+        state: JobState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE update_jobs SET state = ?2, error = COALESCE(?3, error), updated_at_ms = ?4,
+                    finished_at_ms = CASE WHEN ?5 THEN ?4 ELSE NULL END
+                 WHERE id = ?1",
+                params![id, state.as_str(), error, now, state.is_final()],
+            )
+            .ctx("setting update job state")?;
+        if n == 0 {
+            return Err(StoreError::Corrupt(format!("no update job {id}")));
+        }
+        Ok(())
+    }
+
+    /// Records the updater's pid.
+    pub fn set_update_runner(&mut self, id: &str, pid: u32) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_jobs SET updater_pid = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![id, pid, now_ms()],
+            )
+            .ctx("recording the updater")?;
+        Ok(())
+    }
+
+    /// Records how the updater was launched (`systemd-run:<unit>`, `detached:<pid>`).
+    pub fn set_update_launcher(&mut self, id: &str, launcher: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_jobs SET launcher = ?2, updated_at_ms = ?3 WHERE id = ?1",
+                params![id, launcher, now_ms()],
+            )
+            .ctx("recording the launcher")?;
+        Ok(())
+    }
+
+    /// Records the versions the job moves between (either may be left as it is).
+    pub fn set_update_versions(
+        &mut self,
+        id: &str,
+        from: Option<(&str, &str)>,
+        to: Option<(&str, &str)>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_jobs SET
+                    from_version = COALESCE(?2, from_version), from_build = COALESCE(?3, from_build),
+                    to_version = COALESCE(?4, to_version), to_build = COALESCE(?5, to_build),
+                    updated_at_ms = ?6
+                 WHERE id = ?1",
+                params![
+                    id,
+                    from.map(|f| f.0),
+                    from.map(|f| f.1),
+                    to.map(|t| t.0),
+                    to.map(|t| t.1),
+                    now_ms()
+                ],
+            )
+            .ctx("recording update versions")?;
+        Ok(())
+    }
+
+    /// Journals a step as `started`, before it acts; returns its sequence number.
+    pub fn begin_update_step(&mut self, id: &str, name: &str) -> Result<i64> {
+        let now = now_ms();
+        let tx = self.write_tx().ctx("starting step transaction")?;
+        let seq: i64 = tx
+            .query_row(
+                "INSERT INTO update_steps(job_id, seq, name, state, started_at_ms)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM update_steps WHERE job_id = ?1),
+                         ?2, 'started', ?3)
+                 RETURNING seq",
+                params![id, name, now],
+                |r| r.get(0),
+            )
+            .ctx("journalling update step")?;
+        tx.execute(
+            "UPDATE update_jobs SET updated_at_ms = ?2 WHERE id = ?1",
+            params![id, now],
+        )
+        .ctx("touching update job")?;
+        tx.commit().ctx("committing update step")?;
+        Ok(seq)
+    }
+
+    /// Closes a journalled step.
+    pub fn end_update_step(
+        &mut self,
+        id: &str,
+        seq: i64,
+        state: JournalStepState,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_steps SET state = ?3, finished_at_ms = ?4, detail = ?5
+                 WHERE job_id = ?1 AND seq = ?2",
+                params![id, seq, state.as_str(), now_ms(), detail],
+            )
+            .ctx("closing update step")?;
+        Ok(())
+    }
+
+    /// Replaces a running step's detail (download progress).
+    pub fn set_update_step_detail(&mut self, id: &str, seq: i64, detail: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_steps SET detail = ?3 WHERE job_id = ?1 AND seq = ?2",
+                params![id, seq, detail],
+            )
+            .ctx("updating step detail")?;
+        Ok(())
+    }
+
+    /// Marks the continuation as delivered to operators.
+    pub fn mark_update_delivered(&mut self, id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE update_jobs SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL",
+                params![id, now_ms()],
+            )
+            .ctx("marking update delivered")?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the database to `path` (`VACUUM INTO`), for rollback.
+    pub fn snapshot_to(&self, path: &std::path::Path) -> Result<()> {
+        let _ = std::fs::remove_file(path);
+        self.conn
+            .execute("VACUUM INTO ?1", [path.to_string_lossy()])
+            .ctx("writing the state snapshot")?;
+        Ok(())
+    }
+}
+
+/// Reads `PRAGMA user_version` of a database file without migrating it.
+pub fn schema_version_of(path: &std::path::Path) -> Result<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ctx("opening the database read-only")?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ctx("reading schema version")
+}
+
+// ---- the report view of a job: what `molt update status` and `update.status` show ----
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRef {
+    pub version: String,
+    pub build_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLine {
+    pub name: String,
+    /// `ok`, `failed`, `skipped`, or `started` (in flight, or interrupted).
+    pub status: &'static str,
+    pub ms: Option<i64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// `OK`, `ROLLED BACK`, `FAILED`, or `RUNNING`/`PENDING` while the job is not over.
+    pub result: &'static str,
+    pub job_id: String,
+    pub kind: &'static str,
+    pub state: &'static str,
+    pub requester: String,
+    pub launcher: Option<String>,
+    pub before: Option<VersionRef>,
+    /// What runs now: the new version after OK, the old one otherwise.
+    pub after: Option<VersionRef>,
+    /// The version the job tried to reach.
+    pub target: Option<VersionRef>,
+    pub reason: Option<String>,
+    pub steps: Vec<StepLine>,
+    pub total_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub continuation_message: Option<String>,
+    pub continuation_delivered: bool,
+}
+
+fn vref(p: &Option<(String, String)>) -> Option<VersionRef> {
+    p.as_ref().map(|(v, b)| VersionRef {
+        version: v.clone(),
+        build_id: b.clone(),
+    })
+}
+
+pub fn result_word(state: JobState) -> &'static str {
+    match state {
+        JobState::Ok => "OK",
+        JobState::RolledBack => "ROLLED BACK",
+        JobState::Failed => "FAILED",
+        JobState::Running | JobState::RollingBack => "RUNNING",
+        JobState::Pending => "PENDING",
+    }
+}
+
+impl Report {
+    pub fn of(job: &UpdateJob) -> Self {
+        let before = vref(&job.from);
+        let target = vref(&job.to);
+        let after = match job.state {
+            JobState::Ok => target.clone(),
+            JobState::RolledBack | JobState::Failed => before.clone(),
+            _ => None,
+        };
+        Self {
+            result: result_word(job.state),
+            job_id: job.id.clone(),
+            kind: job.kind.as_str(),
+            state: job.state.as_str(),
+            requester: job.requester.clone(),
+            launcher: job.launcher.clone(),
+            before,
+            after,
+            target,
+            reason: job.error.clone(),
+            steps: job
+                .steps
+                .iter()
+                .map(|s| StepLine {
+                    name: s.name.clone(),
+                    status: s.state.as_str(),
+                    ms: s.finished_at_ms.map(|f| f - s.started_at_ms),
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            total_ms: job.finished_at_ms.map(|f| f - job.created_at_ms),
+            created_at_ms: job.created_at_ms,
+            finished_at_ms: job.finished_at_ms,
+            continuation_message: job.continuation.clone(),
+            continuation_delivered: job.delivered_at_ms.is_some(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        if self.result == "OK" { 0 } else { 1 }
+    }
+}
+
+/// Whether a step of the job's journal is still `started` (the in-flight one).
+pub fn in_flight(job: &UpdateJob) -> Option<&str> {
+    job.steps
+        .iter()
+        .rev()
+        .find(|s| s.state == JournalStepState::Started)
+        .map(|s| s.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("molt-updates-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Store::open(&dir.join("molt.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn a_job_journals_steps_in_order_and_ends_final() {
+        let (dir, mut s) = store();
+        let job = s
+            .create_update_job(&NewUpdateJob {
+                kind: UpdateKind::Update,
+                requester: "cli".into(),
+                params: "{}".into(),
+                continuation: Some("back soon".into()),
+            })
+            .unwrap();
+        assert!(
+            job.id.starts_with("upd-") && job.id.len() == 16,
+            "{}",
+            job.id
+        );
+        assert_eq!(job.state, JobState::Pending);
+        assert_eq!(s.unfinished_update_jobs().unwrap().len(), 1);
+
+        s.set_update_state(&job.id, JobState::Running, None)
+            .unwrap();
+        s.set_update_versions(&job.id, Some(("0.1.0", "b1")), None)
+            .unwrap();
+        let a = s.begin_update_step(&job.id, "lock").unwrap();
+        s.end_update_step(&job.id, a, JournalStepState::Ok, None)
+            .unwrap();
+        let b = s.begin_update_step(&job.id, "resolve").unwrap();
+        assert_eq!((a, b), (1, 2));
+        let mid = s.update_job(&job.id).unwrap().unwrap();
+        assert_eq!(mid.last_done().unwrap().name, "lock");
+        assert_eq!(mid.steps[1].state, JournalStepState::Started);
+        assert!(mid.done("lock") && !mid.done("resolve"));
+        assert_eq!(mid.from, Some(("0.1.0".into(), "b1".into())));
+
+        s.end_update_step(&job.id, b, JournalStepState::Failed, Some("boom"))
+            .unwrap();
+        s.set_update_state(&job.id, JobState::Failed, Some("boom"))
+            .unwrap();
+        let done = s.latest_update_job().unwrap().unwrap();
+        assert_eq!(done.state, JobState::Failed);
+        assert_eq!(done.error.as_deref(), Some("boom"));
+        assert!(done.finished_at_ms.is_some());
+        assert!(s.unfinished_update_jobs().unwrap().is_empty());
+
+        let snap = dir.join("snap.db");
+        s.snapshot_to(&snap).unwrap();
+        assert_eq!(schema_version_of(&snap).unwrap(), crate::migrations::LATEST);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
