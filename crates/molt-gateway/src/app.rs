@@ -122,6 +122,10 @@ pub struct App {
     pub http_connections: watch::Sender<usize>,
     /// The handover in progress or completed, shared by requests that coalesce into it.
     pub handover: Mutex<Option<watch::Receiver<Option<crate::handover::Outcome>>>>,
+    /// `[update]`: where `update.run` takes releases from, and whether keys are trusted.
+    pub update: molt_config::UpdateConfig,
+    /// The profile's name, for the `--profile` of the updater this gateway starts.
+    pub profile_name: Option<String>,
 }
 
 /// Counts one WebSocket connection from its upgrade until its close is flushed.

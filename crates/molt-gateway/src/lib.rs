@@ -15,6 +15,7 @@ mod methods;
 pub mod notify;
 pub mod process;
 mod store_handle;
+mod update;
 mod ws;
 
 use std::net::{SocketAddr, TcpListener};
@@ -53,6 +54,8 @@ pub struct GatewayOptions {
     /// `~/.local/share/molt[-P]`; a handover runs `<share_dir>/current/molt` when it exists.
     pub share_dir: PathBuf,
     pub build: BuildInfo,
+    /// A build-time test fault: start, then never report ready (signals still stop it).
+    pub never_ready: bool,
 }
 
 /// Why the gateway could not run. `exit_code` is what the process should exit with.
@@ -262,12 +265,23 @@ async fn serve(
         connections: tokio::sync::watch::Sender::new(0),
         http_connections: tokio::sync::watch::Sender::new(0),
         handover: Mutex::new(None),
+        update: opts.config.update.clone(),
+        profile_name: opts.profile.name().map(str::to_owned),
     });
 
     // Signals are installed before READY=1, so no signal is ever left to its default action.
     let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
     let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
+
+    if opts.never_ready {
+        tracing::warn!("built with MOLT_BUILD_FAULT=never-ready: never reporting ready");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        return Ok(());
+    }
 
     if let Some(control) = control.take() {
         let me = handover::Successor {
@@ -298,6 +312,7 @@ async fn serve(
         });
     }
     app.lifecycle.send_replace(Lifecycle::Serving);
+    update::recover_at_start(app.clone());
     notifier.notify(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving on {addr}"));
     tracing::info!(%addr, "gateway serving");
 

@@ -150,6 +150,9 @@ async fn route(app: &Arc<App>, session: &Session, method: &str, p: Option<Value>
             pair_decide(app, p.request_id, method == "device.pair.approve").await
         }
         "gateway.restart.request" => restart(app, params(p)?).await,
+        "update.run" => crate::update::run(app, params(p)?).await,
+        "update.status" => crate::update::status(app, params(p)?).await,
+        "molt.update.notify" => crate::update::notify(app, params(p)?).await,
         "molt.run.exec" => run_exec(app, session, params(p)?).await,
         "molt.run.get" => {
             let p: RunIdParams = params(p)?;

@@ -68,6 +68,9 @@ pub const METHODS: &[(&str, Scope)] = &[
     ("device.pair.approve", Scope::Pairing),
     ("device.pair.reject", Scope::Pairing),
     ("gateway.restart.request", Scope::Admin),
+    ("update.run", Scope::Admin),
+    ("update.status", Scope::Admin),
+    ("molt.update.notify", Scope::Admin),
     // Creating an exec run runs a command on the host: that is admin, not write.
     ("molt.run.exec", Scope::Admin),
     ("molt.run.get", Scope::Read),
@@ -80,6 +83,7 @@ pub const EVENTS: &[&str] = &[
     "shutdown",
     "device.pair.requested",
     "device.pair.resolved",
+    "molt.update.result",
 ];
 
 /// The scope `method` requires, or `None` if molt does not implement it.

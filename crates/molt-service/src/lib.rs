@@ -6,6 +6,7 @@ pub mod layout;
 pub mod systemctl;
 pub mod transient;
 pub mod unit;
+pub mod update_lock;
 
 /// A service-management error, saying what was being done.
 #[derive(Debug, thiserror::Error)]

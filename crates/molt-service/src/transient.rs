@@ -28,6 +28,34 @@ impl Launched {
     }
 }
 
+/// The environment a molt process started elsewhere needs to act on the same install as this
+/// one (a transient unit gets the manager's environment, not ours): HOME, PATH, the XDG dirs
+/// and every `MOLT_*` setting, except the markers of an exec run (the new process does not
+/// run inside one).
+pub fn inherited_env() -> Vec<(String, String)> {
+    const PASS: &[&str] = &[
+        "HOME",
+        "PATH",
+        "XDG_CONFIG_HOME",
+        "XDG_STATE_HOME",
+        "XDG_DATA_HOME",
+        "XDG_RUNTIME_DIR",
+    ];
+    const KEEP_OUT: &[&str] = &[
+        "MOLT_RUN_ID",
+        "MOLT_STEP_INDEX",
+        "MOLT_STEP_ATTEMPT",
+        "MOLT_EFFECT_KEY",
+    ];
+    std::env::vars()
+        .filter(|(k, v)| {
+            !v.is_empty()
+                && (PASS.contains(&k.as_str())
+                    || (k.starts_with("MOLT_") && !KEEP_OUT.contains(&k.as_str())))
+        })
+        .collect()
+}
+
 /// Whether a user manager answers `systemctl --user`.
 pub fn manager_answers() -> bool {
     Command::new("systemctl")

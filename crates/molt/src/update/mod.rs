@@ -161,7 +161,7 @@ pub fn launch_updater(
         &format!("molt update {job}"),
         &exe,
         &args,
-        &updater_env(),
+        &molt_service::transient::inherited_env(),
         &ctx.state_dir.join("logs").join(format!("update-{job}.log")),
     )
     .map_err(|e| {
@@ -171,34 +171,6 @@ pub fn launch_updater(
     })?;
     let _ = store.set_update_launcher(job, &launched.describe());
     Ok(launched)
-}
-
-/// The environment the updater needs to act on the same install as this process: a
-/// transient unit gets the manager's environment, not ours.
-pub fn updater_env() -> Vec<(String, String)> {
-    const PASS: &[&str] = &[
-        "HOME",
-        "PATH",
-        "XDG_CONFIG_HOME",
-        "XDG_STATE_HOME",
-        "XDG_DATA_HOME",
-        "XDG_RUNTIME_DIR",
-    ];
-    // The exec-run markers say where this process runs; the updater runs elsewhere.
-    const KEEP_OUT: &[&str] = &[
-        "MOLT_RUN_ID",
-        "MOLT_STEP_INDEX",
-        "MOLT_STEP_ATTEMPT",
-        "MOLT_EFFECT_KEY",
-        "MOLT_GATEWAY_PID",
-    ];
-    std::env::vars()
-        .filter(|(k, v)| {
-            !v.is_empty()
-                && (PASS.contains(&k.as_str())
-                    || (k.starts_with("MOLT_") && !KEEP_OUT.contains(&k.as_str())))
-        })
-        .collect()
 }
 
 /// Why this process counts as inside a gateway of this profile: an exec run's environment,

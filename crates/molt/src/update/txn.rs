@@ -15,7 +15,6 @@
 //! restores the snapshot if the schema moved, hands over (or starts the unit) until the gateway
 //! runs it, and verifies it serves. Every step is journalled before it acts.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use super::report::VersionRef;
 use super::source::Source;
 use crate::Cli;
 use crate::commands::{Context, Failure};
+use molt_service::update_lock::UpdateLock;
 
 /// The request stored with an update job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -79,40 +79,6 @@ struct StepError {
 }
 
 type StepResult<T> = Result<T, StepError>;
-
-/// The exclusive update lock, `<state>/update.lock`, held for the updater's life.
-pub struct UpdateLock(#[allow(dead_code)] File);
-
-impl UpdateLock {
-    /// Takes the lock without waiting; `Ok(None)` when another updater holds it.
-    pub fn try_acquire(state_dir: &Path) -> Result<Option<Self>, String> {
-        use std::os::fd::AsRawFd;
-        let path = state_dir.join("update.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        // SAFETY: flock(2) on an fd we own.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r == 0 {
-            Ok(Some(Self(f)))
-        } else {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(format!("cannot lock {}: {e}", path.display()))
-            }
-        }
-    }
-
-    /// Whether no updater holds the lock right now.
-    pub fn is_free(state_dir: &Path) -> bool {
-        matches!(Self::try_acquire(state_dir), Ok(Some(_)))
-    }
-}
 
 pub struct Updater<'a> {
     cli: &'a Cli,
