@@ -124,7 +124,11 @@ const CHECKS: &[(&str, CheckFn, Option<FixFn>)] = &[
     ("service", check_service, Some(fix_service)),
     ("linger", check_linger, None),
     ("versions", check_versions, Some(fix_versions)),
-    // The unfinished-update-journal check (issue 6) goes here: after versions, before port.
+    (
+        "update-journal",
+        check_update_journal,
+        Some(fix_update_journal),
+    ),
     ("port", check_port, None),
     ("connectivity", check_connectivity, None),
     ("other-gateways", check_other_gateways, None),
@@ -409,6 +413,98 @@ fn check_store(d: &Doctor) -> Outcome {
             format!("cannot check {}: {e}", db.display()),
             format!("molt service status{}", d.pf),
         ),
+    }
+}
+
+/// An update job left unfinished with nobody holding the update lock: its updater died, and
+/// the install may be half-switched until recovery converges it.
+fn check_update_journal(d: &Doctor) -> Outcome {
+    let db = d.ctx.state_dir.join("molt.db");
+    if !db.exists() {
+        return Outcome::ok("no update has run");
+    }
+    let store = match molt_store::Store::open(&db) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::bad(
+                Status::Warn,
+                format!("cannot read the update journal: {e}"),
+                format!("molt doctor{}", d.pf),
+            );
+        }
+    };
+    let unfinished = store.unfinished_update_jobs().unwrap_or_default();
+    let lock_free = molt_service::update_lock::UpdateLock::is_free(&d.ctx.state_dir);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as i64)
+        .unwrap_or(0);
+    let stuck: Vec<_> = unfinished
+        .iter()
+        .filter(|j| {
+            lock_free
+                && (j.state != molt_store::JobState::Pending
+                    || now - j.created_at_ms > crate::update::txn::PENDING_STALE_MS)
+        })
+        .collect();
+    if let Some(j) = stuck.first() {
+        let at = molt_store::in_flight(j)
+            .map(|s| format!("during {s}"))
+            .or_else(|| j.last_done().map(|s| format!("after {}", s.name)))
+            .unwrap_or_else(|| "before its first step".into());
+        return Outcome::bad(
+            Status::Fail,
+            format!(
+                "update job {} ({}) was interrupted {at}: its updater is gone and the install may be half-switched",
+                j.id,
+                j.state.as_str()
+            ),
+            format!("molt update recover{}", d.pf),
+        )
+        .fixable()
+        .details(json!({ "jobs": stuck.iter().map(|j| &j.id).collect::<Vec<_>>() }));
+    }
+    if let Some(j) = unfinished.first() {
+        return Outcome::ok(format!(
+            "update job {} is {} (its updater holds the lock)",
+            j.id,
+            j.state.as_str()
+        ));
+    }
+    match store.latest_update_job().ok().flatten() {
+        Some(j) => Outcome::ok(format!(
+            "no unfinished update; the last, {}, ended {}",
+            j.id,
+            molt_store::Report::of(&j).result
+        )),
+        None => Outcome::ok("no update has run"),
+    }
+}
+
+/// Runs `molt update recover` (the same transaction path, as its own updater).
+fn fix_update_journal(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
+    let exe = std::env::current_exe().map_err(|e| (Vec::new(), e.to_string()))?;
+    let args = crate::update::txn::global_args(d.cli).map_err(|e| (Vec::new(), e))?;
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .args(["update", "recover", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| (Vec::new(), format!("cannot run molt update recover: {e}")))?;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let action = format!(
+        "molt update recover{}: {} (job {})",
+        d.pf,
+        report["result"].as_str().unwrap_or("no report"),
+        report["jobId"].as_str().unwrap_or("?")
+    );
+    if out.status.success() {
+        Ok(vec![action])
+    } else {
+        Err((
+            vec![action],
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
     }
 }
 

@@ -222,21 +222,10 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s.get(i + 2..i + 3))
-                .map(|st| st != "Z")
-        })
-        .unwrap_or(false)
-}
-
 /// Whether the updater of `job` can still be running.
 fn updater_alive(job: &UpdateJob, launched: Option<&molt_service::transient::Launched>) -> bool {
     if let Some(pid) = job.updater_pid.filter(|p| *p > 0) {
-        return pid_alive(pid);
+        return txn::pid_alive(pid);
     }
     match launched {
         Some(molt_service::transient::Launched::Unit(u)) => {
@@ -245,7 +234,7 @@ fn updater_alive(job: &UpdateJob, launched: Option<&molt_service::transient::Lau
                 .and_then(|m| m.get("ActiveState").cloned())
                 .is_some_and(|s| matches!(s.as_str(), "active" | "activating"))
         }
-        Some(molt_service::transient::Launched::Detached { pid, .. }) => pid_alive(*pid),
+        Some(molt_service::transient::Launched::Detached { pid, .. }) => txn::pid_alive(*pid),
         None => true,
     }
 }

@@ -938,8 +938,13 @@ impl Updater<'_> {
     /// serving, otherwise converge on the old one.
     fn recover(&mut self, j: &UpdateJob) -> StepResult<()> {
         if j.state == JobState::Pending {
-            if now_ms() as i64 - j.created_at_ms > PENDING_STALE_MS {
-                let why = "its updater never started; abandoned";
+            let died = j.updater_pid.is_some_and(|p| !pid_alive(p));
+            if died || now_ms() as i64 - j.created_at_ms > PENDING_STALE_MS {
+                let why = if died {
+                    "its updater died before it took the lock; nothing was changed"
+                } else {
+                    "its updater never started; abandoned"
+                };
                 self.step("recover-inspect", |u| {
                     u.store
                         .set_update_state(&j.id, JobState::Failed, Some(why))
@@ -1043,6 +1048,18 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Whether `pid` runs (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s.get(i + 2..i + 3))
+                .map(|st| st != "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// The configured release keys; none is an error that says how to add one.
