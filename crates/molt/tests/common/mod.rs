@@ -374,34 +374,78 @@ impl Drop for Home {
 }
 
 /// A real molt binary built from this source with `MOLT_BUILD_VERSION=version`, for tests that
-/// need a second installed version. Built once into its own target dir under target/tmp and
-/// reused by later runs (cargo rebuilds only what changed); never a copy with a faked version.
+/// need a second installed version. See [`molt_variant`].
 pub fn molt_with_version(version: &str) -> PathBuf {
+    molt_variant(version, None)
+}
+
+/// A real molt binary built from this source with `MOLT_BUILD_VERSION=version` and, when
+/// `fault` is given, `MOLT_BUILD_FAULT=fault` (a real broken build: `check-fails`,
+/// `exit-at-start`, `never-ready`). Never a copy with a faked version.
+///
+/// All variants build, one after another, in one shared target dir
+/// (`CARGO_TARGET_TMPDIR/molt-variants`), so only the final crate recompiles per variant. Each
+/// result is copied to `CARGO_TARGET_TMPDIR/molt-variant-<v>[-<fault>]/molt` with a stamp: the
+/// `--version` line of the test's own molt, whose build id hashes every source file. A copy
+/// whose stamp matches is reused; a source change rebuilds. Test binaries run in parallel, so
+/// the work is serialised by a mutex (threads) and an flock (processes).
+pub fn molt_variant(version: &str, fault: Option<&str>) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("molt-{version}"));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    // The test's own CARGO_* variables would make the nested build differ from a plain one.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
-            c.env_remove(k);
-        }
-    }
-    let out = c
-        .args(["build", "-p", "molt", "--bin", "molt", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .env("MOLT_BUILD_VERSION", version)
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.join("molt-variants");
+    std::fs::create_dir_all(&target).expect("create the variants target dir");
+    let _flock = FileLock::acquire(&target.join("variants.lock"));
+
+    let name = match fault {
+        Some(f) => format!("molt-variant-{version}-{f}"),
+        None => format!("molt-variant-{version}"),
+    };
+    let dir = tmp.join(name);
+    let bin = dir.join("molt");
+    let stamp_file = dir.join("stamp");
+    let stamp = Command::new(MOLT)
+        .arg("--version")
         .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "building molt {version}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = target.join("debug/molt");
+        .expect("run the test's molt --version");
+    assert!(stamp.status.success(), "{stamp:?}");
+    let stamp = String::from_utf8_lossy(&stamp.stdout).into_owned();
+    let fresh = bin.exists() && std::fs::read_to_string(&stamp_file).ok().as_ref() == Some(&stamp);
+    if !fresh {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        // The test's own CARGO_* variables would make the nested build differ from a plain one.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+                c.env_remove(k);
+            }
+        }
+        c.env("MOLT_BUILD_VERSION", version);
+        match fault {
+            Some(f) => c.env("MOLT_BUILD_FAULT", f),
+            None => c.env_remove("MOLT_BUILD_FAULT"),
+        };
+        let t0 = Instant::now();
+        let out = c
+            .args(["build", "-p", "molt", "--bin", "molt", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target)
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "building molt {version} {fault:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("built molt {version} {fault:?} in {:?}", t0.elapsed());
+        std::fs::create_dir_all(&dir).unwrap();
+        // Copy beside, then rename: a process may still run the previous copy.
+        let part = dir.join("molt.part");
+        std::fs::copy(target.join("debug/molt"), &part).expect("copy the variant");
+        std::fs::rename(&part, &bin).unwrap();
+        std::fs::write(&stamp_file, &stamp).unwrap();
+    }
     let printed = Command::new(&bin)
         .arg("--version")
         .output()
@@ -411,4 +455,38 @@ pub fn molt_with_version(version: &str) -> PathBuf {
         "{printed:?}"
     );
     bin
+}
+
+/// An exclusive flock(2) on a file, released on drop.
+pub struct FileLock(std::fs::File);
+
+impl FileLock {
+    pub fn acquire(path: &Path) -> Self {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .expect("open the lock file");
+        loop {
+            // SAFETY: flock(2) on a descriptor we own.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                return Self(f);
+            }
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "flock: {e}");
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
 }
