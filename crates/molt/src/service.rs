@@ -111,7 +111,12 @@ fn desired_unit(cli: &crate::Cli, ctx: &Context) -> Result<String, Failure> {
     }
     // The label is read from the binary itself, never from this CLI's own version.
     let (version, build) = layout::binary_version(&exec).map_err(svc_err)?;
-    let sha = layout::sha256_file(&exec).map_err(svc_err)?;
+    // release.json records the sha256 taken when the version was installed; versions are
+    // immutable, so hashing the binary again would only cost time.
+    let sha = match layout.current_release() {
+        Some(r) if r.version == version && r.build_id == build => r.sha256,
+        _ => layout::sha256_file(&exec).map_err(svc_err)?,
+    };
     let env = service_env(cli)?;
     Ok(unit::render(&unit::UnitSpec {
         profile: ctx.profile.name(),

@@ -61,9 +61,12 @@ pub fn print_text(r: &Report) {
         );
     }
     match r.result {
-        "FAILED" => println!(
+        "FAILED" if !r.steps.iter().any(|s| s.name == "switch") => println!(
             "Nothing was switched: the installed version is unchanged. Fix the cause above and run `molt update` again."
         ),
+        "FAILED" => {
+            println!("Follow the reason above; `molt doctor` shows what is left to repair.")
+        }
         "ROLLED BACK" => println!(
             "The old version serves again. The new one was removed; report the reason above to its publisher."
         ),

@@ -963,7 +963,7 @@ impl Updater<'_> {
             j.from.clone()
         };
         let current = self.current().ok();
-        let target = match (target, current) {
+        let target = match (target, current.clone()) {
             (Some((v, b)), _) => VersionRef {
                 version: v,
                 build_id: b,
@@ -982,6 +982,9 @@ impl Updater<'_> {
             None if last.is_empty() => "before its first step".to_owned(),
             None => format!("after {last}"),
         };
+        if self.job.kind == UpdateKind::Recover {
+            self.record_versions(current.as_ref(), Some(&target));
+        }
         self.step("recover-inspect", |u| {
             Ok(done(
                 (),
