@@ -397,6 +397,91 @@ impl Store {
     }
 }
 
+const STEP_COLUMNS: &str = "job_id, seq, name, state, started_at_ms, finished_at_ms, detail";
+
+/// All rows of `table` (`columns`), as values.
+fn dump(
+    conn: &rusqlite::Connection,
+    table: &str,
+    columns: &str,
+) -> Result<Vec<Vec<rusqlite::types::Value>>> {
+    let n = columns.split(',').count();
+    let mut stmt = conn
+        .prepare(&format!("SELECT {columns} FROM {table}"))
+        .ctx("preparing journal dump")?;
+    let rows = stmt
+        .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .ctx("dumping the journal")?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r.ctx("reading journal row")?);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Puts the database back to `snapshot` with SQLite's online backup, so connections other
+    /// processes hold see the restored content. The update journal is newer than any
+    /// snapshot and is kept. Everything else written since the snapshot is gone: this is only
+    /// for undoing a migration. Gives up after `timeout` if writers keep the database busy.
+    pub fn restore_snapshot(
+        &mut self,
+        snapshot: &std::path::Path,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        use rusqlite::backup::{Backup, StepResult};
+        let jobs = dump(&self.conn, "update_jobs", JOB_COLUMNS)?;
+        let steps = dump(&self.conn, "update_steps", STEP_COLUMNS)?;
+        let src = rusqlite::Connection::open_with_flags(
+            snapshot,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx("opening the snapshot")?;
+        let deadline = std::time::Instant::now() + timeout;
+        {
+            let backup = Backup::new(&src, &mut self.conn).ctx("starting the restore")?;
+            loop {
+                match backup.step(256).ctx("restoring the snapshot")? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    _ if std::time::Instant::now() >= deadline => {
+                        return Err(StoreError::Corrupt(format!(
+                            "the database stayed busy for {} ms; stop the gateway and retry",
+                            timeout.as_millis()
+                        )));
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+        let has_journal: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'update_jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .ctx("looking for the journal")?;
+        if !has_journal {
+            return Ok(());
+        }
+        let tx = self.write_tx().ctx("starting journal restore")?;
+        for (table, columns, rows) in [
+            ("update_jobs", JOB_COLUMNS, &jobs),
+            ("update_steps", STEP_COLUMNS, &steps),
+        ] {
+            let marks = vec!["?"; columns.split(',').count()].join(", ");
+            let sql = format!("INSERT OR REPLACE INTO {table}({columns}) VALUES ({marks})");
+            for row in rows {
+                tx.execute(&sql, rusqlite::params_from_iter(row.iter()))
+                    .ctx("restoring the journal")?;
+            }
+        }
+        tx.commit().ctx("committing the journal")?;
+        Ok(())
+    }
+}
+
 /// Reads `PRAGMA user_version` of a database file without migrating it.
 pub fn schema_version_of(path: &std::path::Path) -> Result<i64> {
     let conn = rusqlite::Connection::open_with_flags(

@@ -636,10 +636,22 @@ impl Updater<'_> {
                 format!("schema unchanged ({now}); nothing to restore"),
             ));
         }
-        Err(format!(
-            "the schema moved from {then} to {now}; stop the gateway and restore {} over {} by hand",
-            snapshot.display(),
-            self.ctx.state_dir.join("molt.db").display()
+        self.store
+            .restore_snapshot(snapshot, Duration::from_secs(30))
+            .map_err(|e| {
+                format!(
+                    "the schema moved from {then} to {now} and the snapshot could not be restored ({e}); \
+                     stop the gateway and copy {} over {}",
+                    snapshot.display(),
+                    self.ctx.state_dir.join("molt.db").display()
+                )
+            })?;
+        Ok(done(
+            (),
+            format!(
+                "the schema moved from {then} to {now}: restored {}",
+                snapshot.display()
+            ),
         ))
     }
 
