@@ -43,13 +43,17 @@ pub struct Executor {
     /// Per-run cancel triggers for runs executing in this process.
     inflight: Mutex<HashMap<RunId, Arc<Notify>>>,
     active: watch::Sender<usize>,
+    /// Set for every exec step: `MOLT_PROFILE` of a named profile, so a `molt` command a run
+    /// starts (an agent asking to update itself) acts on this gateway's profile.
+    profile: Option<String>,
 }
 
 impl Executor {
-    pub fn new(store: StoreHandle, boot: Boot) -> Arc<Self> {
+    pub fn new(store: StoreHandle, boot: Boot, profile: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             store,
             boot,
+            profile,
             admitting: watch::Sender::new(true),
             abort: watch::Sender::new(false),
             wake: Notify::new(),
@@ -234,12 +238,15 @@ impl Executor {
         match &step.spec {
             StepSpec::Exec(spec) => {
                 let mut abort = self.abort.subscribe();
-                let env = [
+                let mut env = vec![
                     ("MOLT_RUN_ID", id.0.clone()),
                     ("MOLT_STEP_INDEX", step.index.to_string()),
                     ("MOLT_STEP_ATTEMPT", step.attempts.to_string()),
                     ("MOLT_EFFECT_KEY", step.effect_key.clone()),
                 ];
+                if let Some(p) = &self.profile {
+                    env.push(("MOLT_PROFILE", p.clone()));
+                }
                 let stop = async {
                     tokio::select! {
                         _ = cancel.notified() => Stop::Cancel,

@@ -207,7 +207,7 @@ async fn serve(
     );
     let identity = load_identity(&opts.state_dir)?;
     let store = StoreHandle::new(store);
-    let executor = Executor::new(store.clone(), boot);
+    let executor = Executor::new(store.clone(), boot, opts.profile.name().map(str::to_owned));
 
     let g = &opts.config.gateway;
     let port = opts.config.port(&opts.profile);
