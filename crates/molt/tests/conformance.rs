@@ -82,6 +82,9 @@ const DEFINITIONS: &[&str] = &[
     "TasksCancelResult",
     "DevicePairListParams",
     "DevicePairApproveParams",
+    "UpdateRunParams",
+    "UpdateStatusParams",
+    "UpdateStatusResult",
     "MissingScopeErrorDetails",
     "TickEvent",
     "ShutdownEvent",
@@ -102,6 +105,8 @@ fn params_definition(method: &str) -> Option<&'static str> {
         "tasks.cancel" => "TasksCancelParams",
         "device.pair.list" => "DevicePairListParams",
         "device.pair.approve" => "DevicePairApproveParams",
+        "update.run" => "UpdateRunParams",
+        "update.status" => "UpdateStatusParams",
         _ => return None,
     })
 }
@@ -115,6 +120,7 @@ fn result_definition(method: &str) -> Option<&'static str> {
         "tasks.list" => "TasksListResult",
         "tasks.get" => "TasksGetResult",
         "tasks.cancel" => "TasksCancelResult",
+        "update.status" => "UpdateStatusResult",
         _ => return None,
     })
 }
@@ -1150,6 +1156,50 @@ async fn a_proxied_device_needs_pairing_and_the_pairing_events_conform() {
 // ------------------------------------------------------------------------------------------
 
 /// Polls `tasks.get` until the task has `status`.
+#[tokio::test]
+async fn update_methods_conform_and_refuse_what_molt_cannot_do() {
+    let (_home, gw, log) = gateway(&token_config(), "update_methods");
+    let mut c = log.open(gw.port).await;
+    c.hello(params(&["operator.admin"], token_auth())).await;
+
+    // Nothing has run: no sentinel, no "update available" (molt does not poll).
+    let st = c.call_ok("update.status", json!({})).await;
+    assert_eq!(st, json!({ "sentinel": null, "updateAvailable": null }));
+
+    // No trusted key: refused, saying how to add one.
+    let e = c
+        .call_err(
+            "update.run",
+            json!({ "continuationMessage": "back soon", "note": "conformance" }),
+        )
+        .await;
+    assert_eq!(e["code"], "INVALID_REQUEST", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("trusted_keys")),
+        "{e}"
+    );
+    // A git target is an OpenClaw install method; molt installs signed releases.
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let e = c
+        .call_err(
+            "update.run",
+            json!({ "target": { "kind": "git", "upstreamRef": "main", "upstreamSha": sha } }),
+        )
+        .await;
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("git")),
+        "{e}"
+    );
+    // Read scope is not enough for update.*.
+    let mut reader = log.open(gw.port).await;
+    reader.hello(params(&["operator.read"], token_auth())).await;
+    let e = reader.call_err("update.status", json!({})).await;
+    assert_eq!(detail_code(&e), "MISSING_SCOPE", "{e}");
+    assert!(log.finish() > 0);
+}
+
 async fn wait_status(c: &mut Conn, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
