@@ -993,26 +993,101 @@ fn kill_9_of_the_updater_after_each_step_is_recovered() {
         if let Some(v) = expect {
             assert_eq!(now, v, "after {failpoint}: {last:#}");
         }
-        // The next update is not blocked by the killed one (lock, journal).
+        // The killed job itself is settled: no unfinished job is left in the journal.
+        let doc = svc.s.molt_json(&["doctor", "--json"]);
+        let journal = doc["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == "update-journal"))
+            .unwrap_or_else(|| panic!("no update-journal check: {doc:#}"))
+            .clone();
+        assert_eq!(journal["status"], "ok", "after {failpoint}: {journal:#}");
+        assert!(
+            journal["finding"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("no unfinished update"),
+            "after {failpoint}: {journal:#}"
+        );
         outcomes.push(format!("{step_name}: {at} -> {now} in {:?}", t0.elapsed()));
         at = now;
     }
     println!("{}", outcomes.join("\n"));
-    // Finally an ordinary update still works.
+    // Without `molt update recover`: the next `molt update` settles the killed job first.
     let to = if at == V1 { V2 } else { V1 };
-    let (r, code, _) = svc.update(
-        &[
-            "--yes",
-            "--allow-downgrade",
-            "--to",
-            to,
-            "--source",
-            rel.to_str().unwrap(),
-        ],
-        &[],
+    let args = [
+        "--yes",
+        "--allow-downgrade",
+        "--to",
+        to,
+        "--source",
+        rel.to_str().unwrap(),
+    ];
+    let (killed, code, _) = svc.update(&args, &[("MOLT_UPDATE_FAILPOINT", "kill-after:handover")]);
+    assert_eq!(code, Some(1), "{killed:#}");
+    let (r, code, _) = svc.update(&args, &[]);
+    println!("the next update: {:?}", step_names(&r));
+    assert_eq!(
+        step(&r, "recover-inspect").map(|s| s["status"].clone()),
+        Some(json!("ok")),
+        "it recovered first: {:?}",
+        step_names(&r)
     );
     assert_ok(&r, code, &at, to);
     svc.assert_serving(to);
+}
+
+/// A gateway start finds an interrupted update in the journal and recovers it: the updater is
+/// killed after `current` switched (half-switched install), then the gateway dies and systemd
+/// starts it again.
+#[test]
+fn a_gateway_start_recovers_an_interrupted_update() {
+    if !systemd_available() {
+        return;
+    }
+    let rel2 = release_of(V2);
+    let svc = Svc::new("ustart", Path::new(MOLT), "");
+    let (killed, code, _) = svc.update(
+        &["--yes", "--source", rel2.to_str().unwrap()],
+        &[("MOLT_UPDATE_FAILPOINT", "kill-after:switch")],
+    );
+    assert_eq!(code, Some(1), "{killed:#}");
+    let st = svc.status();
+    assert_eq!(st["currentVersion"], V2, "half-switched: {st:#}");
+    assert_eq!(st["runningVersion"], V1, "half-switched: {st:#}");
+    assert_eq!(st["coherent"], false, "{st:#}");
+
+    let before = svc.s.show(&["NRestarts", "MainPID"]);
+    let k = systemctl(&["kill", "--signal=SIGKILL", &svc.s.unit()]);
+    assert!(k.status.success(), "{k:?}");
+    wait_for(
+        "systemd starts the gateway again",
+        Duration::from_secs(30),
+        || {
+            let m = svc.s.show(&["NRestarts", "MainPID", "ActiveState"]);
+            (m["ActiveState"] == "active"
+                && m["NRestarts"] != before["NRestarts"]
+                && m["MainPID"] != before["MainPID"])
+                .then_some(())
+        },
+    );
+    let r = svc.wait_job_end();
+    println!(
+        "after the gateway start: {} {} {:?}",
+        r["kind"],
+        r["result"],
+        step_names(&r)
+    );
+    assert_eq!(r["kind"], "recover", "{r:#}");
+    assert_eq!(r["result"], "OK", "{r:#}");
+    assert_ne!(r["jobId"], killed["jobId"], "{r:#}");
+    svc.assert_serving(V1);
+    let doc = svc.s.molt_json(&["doctor", "--json"]);
+    let journal = doc["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "update-journal"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(journal["status"], "ok", "{journal:#}");
 }
 
 /// `molt update rollback` after v1 -> v2 returns to v1 through the same path.

@@ -209,10 +209,9 @@ impl Updater<'_> {
                         Ok(skipped((), "no interrupted update job; nothing to recover"))
                     });
                 }
-                self.step("commit", |u| {
-                    u.set_state(JobState::Ok, None);
-                    Ok(done((), "recovered"))
-                })
+                self.step("commit", |_| Ok(done((), "recovered")))?;
+                self.set_state(JobState::Ok, None);
+                Ok(())
             }
         }
     }
@@ -340,11 +339,11 @@ impl Updater<'_> {
         let Some(entry) = entry else {
             // Already on that version: nothing to do, and nothing was touched.
             self.record_versions(None, Some(from));
-            self.step("commit", |u| {
-                u.set_state(JobState::Ok, None);
+            self.step("commit", |_| {
                 Ok(done((), format!("already at {}", from.version)))
             })
             .map_err(|e| (e, None))?;
+            self.set_state(JobState::Ok, None);
             return Ok(());
         };
         let mut to = VersionRef {
@@ -394,8 +393,7 @@ impl Updater<'_> {
         to.build_id = build;
         self.record_versions(None, Some(&to));
         if p.dry_run {
-            self.step("commit", |u| {
-                u.set_state(JobState::Ok, None);
+            self.step("commit", |_| {
                 Ok(skipped(
                     (),
                     format!(
@@ -406,6 +404,7 @@ impl Updater<'_> {
             })
             .map_err(|e| (e, None))?;
             let _ = std::fs::remove_dir_all(self.work_dir(&self.job.id));
+            self.set_state(JobState::Ok, None);
             return Ok(());
         }
         self.switch_phase(from, &to)
@@ -555,8 +554,9 @@ impl Updater<'_> {
         })
         .map_err(with_to)?;
         self.converge_steps("", to, None).map_err(with_to)?;
-        self.step("commit", |u| {
-            u.set_state(JobState::Ok, None);
+        // The job is final only once every step is closed, so a report never shows one in
+        // flight. A crash from here on rolls forward: the new version was verified serving.
+        self.step("commit", |_| {
             Ok(done(
                 (),
                 format!("{} -> {} committed", from.version, to.version),
@@ -565,6 +565,7 @@ impl Updater<'_> {
         .map_err(with_to)?;
         let _ = self.step("prune", |u| u.prune(from, to));
         let _ = std::fs::remove_dir_all(self.work_dir(&self.job.id));
+        self.set_state(JobState::Ok, None);
         Ok(())
     }
 
