@@ -417,3 +417,36 @@ pub fn print_log_summary(label: &str, home: &Home) {
         println!("#   {n} x {m}");
     }
 }
+
+/// Checks that a systemd user manager answers (the benches that run molt as a service need
+/// one); returns its unit directory, or the reason it cannot be used.
+pub fn user_manager_unit_dir(bench: &str) -> Result<PathBuf, String> {
+    let hint = format!(
+        "run this bench under scripts/with-systemd-user.sh \
+         (scripts/with-systemd-user.sh cargo run --release -p molt-bench --bin {bench})"
+    );
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("XDG_RUNTIME_DIR is not set: {hint}"))?;
+    if !runtime.is_dir() {
+        return Err(format!(
+            "XDG_RUNTIME_DIR={} is not a directory: {hint}",
+            runtime.display()
+        ));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("XDG_CONFIG_HOME is not set: {hint}"))?;
+    let out = Command::new("systemctl")
+        .args(["--user", "is-system-running"])
+        .output()
+        .map_err(|e| format!("cannot run systemctl ({e}): {hint}"))?;
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if state != "running" && state != "degraded" {
+        return Err(format!(
+            "no systemd user manager (is-system-running: {state:?}; {}): {hint}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(config.join("systemd/user"))
+}

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use molt_bench::{Home, kill_strays, molt_bin, ms, percentile, print_header, print_log_summary};
+use molt_bench::{
+    Home, kill_strays, molt_bin, ms, percentile, print_header, print_log_summary,
+    user_manager_unit_dir,
+};
 use molt_client::{Client, ClientError, ClientOptions};
 use serde_json::Value;
 
@@ -76,37 +79,6 @@ fn unit_show(unit: &str, props: &[&str]) -> BTreeMap<String, String> {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect()
-}
-
-/// Exits with a clear error unless a systemd user manager answers; returns the unit directory.
-fn require_user_manager() -> PathBuf {
-    let hint = "run this bench under scripts/with-systemd-user.sh \
-                (scripts/with-systemd-user.sh cargo run --release -p molt-bench --bin handover)";
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| die(&format!("XDG_RUNTIME_DIR is not set: {hint}")));
-    if !runtime.is_dir() {
-        die(&format!(
-            "XDG_RUNTIME_DIR={} is not a directory: {hint}",
-            runtime.display()
-        ));
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| die(&format!("XDG_CONFIG_HOME is not set: {hint}")));
-    let out = Command::new("systemctl")
-        .args(["--user", "is-system-running"])
-        .output()
-        .unwrap_or_else(|e| die(&format!("cannot run systemctl ({e}): {hint}")));
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if state != "running" && state != "degraded" {
-        die(&format!(
-            "no systemd user manager (is-system-running: {:?}; {}): {hint}",
-            state,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    config.join("systemd/user")
 }
 
 /// The bench's unit: written, loaded and started on creation; stopped, removed and
@@ -905,7 +877,7 @@ fn table(h: &Phase, n: &Phase) {
 }
 
 fn main() {
-    let unit_dir = require_user_manager();
+    let unit_dir = user_manager_unit_dir("handover").unwrap_or_else(|e| die(&e));
     print_header("handover");
     println!(
         "# load: {LOAD_TASKS} tasks, each: new TCP+WebSocket connection, {CALLS_PER_CONN} health calls, close; \

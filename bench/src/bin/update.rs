@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use molt_bench::{free_port, http_get, kill_strays, percentile};
+use molt_bench::{free_port, http_get, kill_strays, percentile, user_manager_unit_dir};
 use serde_json::Value;
 
 const ROUNDS: usize = 10;
@@ -77,26 +77,6 @@ fn text(o: &Output) -> String {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn require_user_manager() {
-    let hint = "run this bench under scripts/with-systemd-user.sh \
-                (scripts/with-systemd-user.sh cargo run --release -p molt-bench --bin update)";
-    for var in ["XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"] {
-        if std::env::var_os(var).is_none() {
-            die(&format!("{var} is not set: {hint}"));
-        }
-    }
-    let out = Command::new("systemctl")
-        .args(["--user", "is-system-running"])
-        .output()
-        .unwrap_or_else(|e| die(&format!("cannot run systemctl ({e}): {hint}")));
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if state != "running" && state != "degraded" {
-        die(&format!(
-            "no systemd user manager (is-system-running: {state:?}): {hint}"
-        ));
-    }
 }
 
 /// A release build of molt that prints `version`, built with `MOLT_BUILD_VERSION`.
@@ -366,7 +346,9 @@ fn print_steps(label: &str, rounds: &[BTreeMap<String, i64>], names: &[String]) 
 }
 
 fn main() {
-    require_user_manager();
+    if let Err(e) = user_manager_unit_dir("update") {
+        die(&e);
+    }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
