@@ -444,6 +444,8 @@ fn check_update_journal(d: &Doctor) -> Outcome {
         .filter(|j| {
             lock_free
                 && (j.state != molt_store::JobState::Pending
+                    || j.updater_pid
+                        .is_some_and(|p| !crate::update::txn::pid_alive(p))
                     || now - j.created_at_ms > crate::update::txn::PENDING_STALE_MS)
         })
         .collect();
@@ -466,9 +468,10 @@ fn check_update_journal(d: &Doctor) -> Outcome {
     }
     if let Some(j) = unfinished.first() {
         return Outcome::ok(format!(
-            "update job {} is {} (its updater holds the lock)",
+            "update job {} is {} (its updater is {})",
             j.id,
-            j.state.as_str()
+            j.state.as_str(),
+            if lock_free { "starting" } else { "running" }
         ));
     }
     match store.latest_update_job().ok().flatten() {
