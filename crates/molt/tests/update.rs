@@ -1232,3 +1232,43 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
     let out = svc.s.molt_ok(&["update", "status"]);
     assert!(out.contains("hi"), "{out}");
 }
+
+/// Where no service manager answers (a container, a box without a user session), the updater
+/// runs as a detached process in its own session, logging to a file, and the transaction is
+/// the same: a foreground gateway is handed over to v2.
+#[test]
+fn without_a_service_manager_the_updater_runs_detached() {
+    let home = Home::new(&format!("[gateway]\n{}", config("")));
+    home.cli_ok(&["install"]);
+    let _gw = home.start();
+    let rel = release_of(V2);
+    // Home::cmd clears the environment: no XDG_RUNTIME_DIR, so no user manager answers.
+    let out = home.cli(&[
+        "update",
+        "--yes",
+        "--json",
+        "--source",
+        rel.to_str().unwrap(),
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("non-JSON report ({e}): {}", text(&out)));
+    assert_ok(&r, out.status.code(), V1, V2);
+    let launcher = r["launcher"].as_str().unwrap_or("");
+    assert!(launcher.starts_with("detached:"), "{r:#}");
+    let job = r["jobId"].as_str().unwrap();
+    let log = home.state_dir().join(format!("logs/update-{job}.log"));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("update step"),
+        "{}: {log_text}",
+        log.display()
+    );
+    let (code, body) = http_get(home.port, "/readyz").expect("readyz");
+    assert_eq!(code, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["version"], V2, "{ready}");
+    assert_eq!(ready["buildId"], r["after"]["buildId"], "{ready}");
+    // The updater's session is its own: it was never in the test's process group.
+    let pid: i32 = launcher["detached:".len()..].parse().unwrap();
+    assert!(!pid_alive(pid), "the updater {pid} ended with its job");
+}

@@ -66,7 +66,16 @@ pub fn run(cli: &Cli, ctx: &Context, args: &UpdateArgs) -> Result<(), Failure> {
             *json,
             false,
         ),
-        Some(UpdateCommand::Apply { job }) => txn::apply(cli, ctx, job),
+        Some(UpdateCommand::Apply { job }) => {
+            // The updater's log: the transient unit's journal, or the detached log file.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .try_init();
+            tracing::info!(job = %job, version = crate::VERSION, "updater starting");
+            txn::apply(cli, ctx, job)
+        }
     }
 }
 
