@@ -28,9 +28,7 @@ pub struct UpdateRunParams {
     delivery_context: Option<Value>,
     note: Option<String>,
     continuation_message: Option<String>,
-    #[allow(dead_code)]
     restart_delay_ms: Option<u64>,
-    #[allow(dead_code)]
     timeout_ms: Option<u64>,
     target: Option<Value>,
 }
@@ -115,7 +113,12 @@ pub async fn run(app: &Arc<App>, p: UpdateRunParams) -> MethodResult {
     let new = NewUpdateJob {
         kind: UpdateKind::Update,
         requester: "rpc".into(),
-        params: json!({ "source": source }).to_string(),
+        params: json!({
+            "source": source,
+            "restartDelayMs": p.restart_delay_ms,
+            "verifyTimeoutMs": p.timeout_ms,
+        })
+        .to_string(),
         continuation: p.continuation_message,
     };
     let (id, launched) = start_job(app, new).await.map_err(unavailable)?;

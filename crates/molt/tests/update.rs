@@ -1189,7 +1189,7 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
         "call",
         "update.run",
         "--params",
-        r#"{"continuationMessage":"hi"}"#,
+        r#"{"continuationMessage":"hi","restartDelayMs":400,"timeoutMs":20000}"#,
     ]);
     println!("update.run: {started:#}");
     assert_eq!(started["ok"], true, "{started:#}");
@@ -1210,6 +1210,11 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
     };
     assert_eq!(sentinel["result"], "OK", "{sentinel:#}");
     assert_eq!(sentinel["continuationMessage"], "hi", "{sentinel:#}");
+    // restartDelayMs holds the handover back.
+    let handover_ms = step(&sentinel, "handover")
+        .and_then(|s| s["ms"].as_i64())
+        .unwrap_or(0);
+    assert!(handover_ms >= 400, "{sentinel:#}");
     assert_eq!(
         sentinel["launcher"],
         format!("systemd-run:molt-update-{job}"),

@@ -40,6 +40,7 @@ pub fn run(cli: &Cli, ctx: &Context, args: &UpdateArgs) -> Result<(), Failure> {
                 to: f.to.clone(),
                 allow_downgrade: f.allow_downgrade,
                 dry_run: f.dry_run,
+                ..UpdateParams::default()
             };
             if !f.dry_run {
                 confirm(f.yes, "Update molt to the newest signed release?")?;

@@ -41,7 +41,15 @@ pub struct UpdateParams {
     pub allow_downgrade: bool,
     /// Stop after the preflight: nothing is installed or switched.
     pub dry_run: bool,
+    /// `update.run`'s `restartDelayMs`: wait this long before the handover, so a reply the
+    /// agent is sending goes out before its connection is moved (capped at a minute).
+    pub restart_delay_ms: Option<u64>,
+    /// `update.run`'s `timeoutMs`: overrides `[update] verify_timeout_ms` for this job.
+    pub verify_timeout_ms: Option<u64>,
 }
+
+/// The longest `restartDelayMs` honoured.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 
 /// Steps after which a failure rolls back rather than just stopping.
 const ROLLS_BACK_FROM: &str = "preflight";
@@ -83,6 +91,8 @@ type StepResult<T> = Result<T, StepError>;
 pub struct Updater<'a> {
     cli: &'a Cli,
     ctx: &'a Context,
+    /// The job's request (defaults for rollback and recovery jobs).
+    params: UpdateParams,
     store: Store,
     job: UpdateJob,
     layout: Layout,
@@ -120,9 +130,11 @@ pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
             job.state.as_str()
         )));
     }
+    let params: UpdateParams = serde_json::from_str(&job.params).unwrap_or_default();
     let mut u = Updater {
         cli,
         ctx,
+        params,
         store,
         job,
         layout: crate::service::layout(ctx, None)?,
@@ -198,8 +210,7 @@ impl Updater<'_> {
         }
         match self.job.kind {
             UpdateKind::Update => {
-                let params: UpdateParams =
-                    serde_json::from_str(&self.job.params).unwrap_or_default();
+                let params = self.params.clone();
                 self.update(&params)
             }
             UpdateKind::Rollback => self.rollback_to_previous(),
@@ -667,6 +678,9 @@ impl Updater<'_> {
                 format!("pid {} already runs {}", s.2, target.version),
             )),
             Some(s) => {
+                if let Some(ms) = self.params.restart_delay_ms.filter(|ms| *ms > 0) {
+                    std::thread::sleep(Duration::from_millis(ms).min(MAX_RESTART_DELAY));
+                }
                 let r = crate::commands::call_gateway(
                     self.cli,
                     self.ctx,
@@ -721,7 +735,11 @@ impl Updater<'_> {
     /// the unit's main pid, before the deadline.
     fn verify_serving(&mut self, target: &VersionRef) -> Result<Done<()>, String> {
         let unit_installed = crate::service::unit_path(self.ctx).is_ok_and(|p| p.exists());
-        let timeout = Duration::from_millis(self.ctx.config.update.verify_timeout_ms);
+        let timeout = Duration::from_millis(
+            self.params
+                .verify_timeout_ms
+                .unwrap_or(self.ctx.config.update.verify_timeout_ms),
+        );
         let deadline = Instant::now() + timeout;
         let port = self.ctx.config.port(&self.ctx.profile);
         let bind = self.ctx.config.gateway.bind;
