@@ -369,6 +369,24 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    // A CLI whose output is piped into `head` should end quietly when the reader goes, as
+    // Unix tools do, not panic in println!. The gateway and the updater keep SIGPIPE ignored:
+    // they must finish their work even if their log reader disappears. (Sockets never raise
+    // SIGPIPE here: Rust sends with MSG_NOSIGNAL.)
+    let long_lived = matches!(
+        &cli.command,
+        Command::Gateway(GatewayCommand::Run(_))
+            | Command::Update(UpdateArgs {
+                command: Some(UpdateCommand::Apply { .. }),
+                ..
+            })
+    );
+    if !long_lived {
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
