@@ -320,3 +320,29 @@ fn sd_notify_ready_watchdog_and_stopping() {
     assert!(stopping.is_some(), "STOPPING=1 sent on SIGTERM");
     assert_eq!(gw.wait_exit(Duration::from_secs(15)).0, Some(0));
 }
+
+/// `molt ... | head` must end quietly when the reader goes: killed by SIGPIPE like other Unix
+/// tools, never a panic (exit 101) in println!.
+#[test]
+fn a_closed_stdout_pipe_ends_a_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let home = Home::new("");
+    for _ in 0..5 {
+        let mut child = home
+            .cmd()
+            .args(["config", "show"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn molt");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let quiet = out.status.success() || out.status.signal() == Some(libc::SIGPIPE);
+        assert!(
+            quiet,
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
