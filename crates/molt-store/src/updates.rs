@@ -519,6 +519,8 @@ pub struct Report {
     pub job_id: String,
     pub kind: &'static str,
     pub state: &'static str,
+    /// A `--dry-run`: it stopped after the preflight, so `after` is `before`.
+    pub dry_run: bool,
     pub requester: String,
     pub launcher: Option<String>,
     pub before: Option<VersionRef>,
@@ -556,7 +558,12 @@ impl Report {
     pub fn of(job: &UpdateJob) -> Self {
         let before = vref(&job.from);
         let target = vref(&job.to);
+        let dry_run = serde_json::from_str::<serde_json::Value>(&job.params)
+            .ok()
+            .and_then(|p| p["dryRun"].as_bool())
+            .unwrap_or(false);
         let after = match job.state {
+            JobState::Ok if dry_run => before.clone(),
             JobState::Ok => target.clone(),
             JobState::RolledBack | JobState::Failed => before.clone(),
             _ => None,
@@ -566,6 +573,7 @@ impl Report {
             job_id: job.id.clone(),
             kind: job.kind.as_str(),
             state: job.state.as_str(),
+            dry_run,
             requester: job.requester.clone(),
             launcher: job.launcher.clone(),
             before,

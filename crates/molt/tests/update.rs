@@ -1240,13 +1240,41 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
 
 /// Where no service manager answers (a container, a box without a user session), the updater
 /// runs as a detached process in its own session, logging to a file, and the transaction is
-/// the same: a foreground gateway is handed over to v2.
+/// the same: a foreground gateway is handed over to v2. A dry run before it changes nothing.
 #[test]
 fn without_a_service_manager_the_updater_runs_detached() {
     let home = Home::new(&format!("[gateway]\n{}", config("")));
     home.cli_ok(&["install"]);
     let _gw = home.start();
     let rel = release_of(V2);
+    // A dry run goes through the preflight and changes nothing.
+    let out = home.cli(&[
+        "update",
+        "--dry-run",
+        "--json",
+        "--source",
+        rel.to_str().unwrap(),
+    ]);
+    let dry: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("non-JSON report ({e}): {}", text(&out)));
+    assert_eq!(out.status.code(), Some(0), "{dry:#}");
+    assert_eq!(
+        (&dry["result"], &dry["dryRun"]),
+        (&json!("OK"), &json!(true))
+    );
+    assert_eq!(dry["after"], dry["before"], "{dry:#}");
+    assert_eq!(dry["target"]["version"], V2, "{dry:#}");
+    assert_eq!(
+        step(&dry, "preflight").map(|s| &s["status"]),
+        Some(&json!("ok"))
+    );
+    assert!(step(&dry, "switch").is_none(), "{dry:#}");
+    let share = home.path().join(".local/share/molt");
+    assert!(!share.join("versions").join(V2).exists());
+    assert_eq!(
+        std::fs::read_link(share.join("current")).unwrap(),
+        Path::new("versions").join(V1)
+    );
     // Home::cmd clears the environment: no XDG_RUNTIME_DIR, so no user manager answers.
     let out = home.cli(&[
         "update",

@@ -9,10 +9,18 @@ pub fn print_text(r: &Report) {
             .map(|r| format!("{} ({})", r.version, r.build_id))
             .unwrap_or_else(|| "-".into())
     };
-    println!("Update Result: {}", r.result);
+    println!(
+        "Update Result: {}{}",
+        r.result,
+        if r.dry_run {
+            " (dry run: nothing was changed)"
+        } else {
+            ""
+        }
+    );
     println!("  Before: {}", v(&r.before));
     println!("  After:  {}", v(&r.after));
-    if r.result != "OK" && r.target.is_some() {
+    if (r.result != "OK" || r.dry_run) && r.target.is_some() {
         println!("  Target: {}", v(&r.target));
     }
     println!(
