@@ -29,9 +29,9 @@ impl Launched {
 }
 
 /// The environment a molt process started elsewhere needs to act on the same install as this
-/// one (a transient unit gets the manager's environment, not ours): HOME, PATH, the XDG dirs
-/// and every `MOLT_*` setting, except the markers of an exec run (the new process does not
-/// run inside one).
+/// one (a transient unit gets the manager's environment, not ours): HOME, PATH, the XDG dirs,
+/// the TLS trust and proxy settings, and every `MOLT_*` setting, except the markers of an exec
+/// run (the new process does not run inside one).
 pub fn inherited_env() -> Vec<(String, String)> {
     const PASS: &[&str] = &[
         "HOME",
@@ -40,6 +40,15 @@ pub fn inherited_env() -> Vec<(String, String)> {
         "XDG_STATE_HOME",
         "XDG_DATA_HOME",
         "XDG_RUNTIME_DIR",
+        // How this host reaches and trusts an https release source.
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
     ];
     const KEEP_OUT: &[&str] = &[
         "MOLT_RUN_ID",

@@ -270,17 +270,35 @@ fn handle(
     served: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
+    answer(&mut conn, root, extra, served)?;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    // Let the client read to the end before the socket goes.
+    let _ = conn.read(&mut [0u8; 1]);
+    Ok(())
+}
+
+/// Reads one request from `conn` and answers it (plain or TLS).
+fn answer(
+    conn: &mut impl ReadWrite,
+    root: &Path,
+    extra: &Mutex<HashMap<String, (usize, bool)>>,
+    served: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let (method, path) = {
+        let mut reader = BufReader::new(&mut *conn);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("/").to_owned();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
         }
-    }
+        (method, path)
+    };
     let name = path.trim_start_matches('/').to_owned();
     let file = (!name.contains("..") && !name.is_empty())
         .then(|| std::fs::read(root.join(&name)).ok())
@@ -293,7 +311,7 @@ fn handle(
             "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
             msg.len()
         )?;
-        return Ok(());
+        return conn.flush();
     };
     let (n, announce) = extra
         .lock()
@@ -312,11 +330,79 @@ fn handle(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{length}Connection: close\r\n\r\n"
     )?;
     conn.write_all(&body)?;
-    conn.flush()?;
-    let _ = conn.shutdown(std::net::Shutdown::Write);
-    // Let the client read to the end before the socket goes.
-    let _ = conn.read(&mut [0u8; 1]);
-    Ok(())
+    conn.flush()
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// The same file server over TLS (rustls), with a certificate for 127.0.0.1 issued by a test
+/// CA that only `ca_pem` holds: a client trusts it only when told to (`SSL_CERT_FILE`).
+struct TlsFileServer {
+    port: u16,
+    ca_pem: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl TlsFileServer {
+    fn serve(root: PathBuf, dir: &Path) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "molt test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let ca_pem = dir.join("test-ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(vec![leaf.der().clone()], key)
+                .unwrap(),
+        );
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (root, config) = (root.clone(), config.clone());
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    let tls =
+                        rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+                    let mut s = rustls::StreamOwned::new(tls, conn);
+                    answer(&mut s, &root, &Mutex::default(), &Mutex::default())?;
+                    s.conn.send_close_notify();
+                    s.flush()
+                });
+            }
+        });
+        Self { port, ca_pem, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for TlsFileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
 }
 
 // ---- a profile's gateway as a service, and what to check about it ------------------------
@@ -1304,4 +1390,45 @@ fn without_a_service_manager_the_updater_runs_detached() {
     // The updater's session is its own: it was never in the test's process group.
     let pid: i32 = launcher["detached:".len()..].parse().unwrap();
     assert!(!pid_alive(pid), "the updater {pid} ended with its job");
+}
+
+/// An https source goes through rustls with certificate verification: a certificate from an
+/// unknown CA is refused before anything is fetched, and the same source is used once the
+/// host trusts the CA (`SSL_CERT_FILE`, which the detached updater inherits).
+#[test]
+fn an_https_source_is_verified_with_rustls() {
+    let rel = release_of(V2);
+    let certs = tempfile::tempdir().unwrap();
+    let tls = TlsFileServer::serve(rel, certs.path());
+    let home = Home::new(&format!("[gateway]\n{}", config("")));
+    home.cli_ok(&["install"]);
+    let _gw = home.start();
+
+    let out = home.cli(&["update", "--yes", "--json", "--source", &tls.url()]);
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("non-JSON report ({e}): {}", text(&out)));
+    assert_eq!(
+        (out.status.code(), &r["result"]),
+        (Some(1), &json!("FAILED")),
+        "{r:#}"
+    );
+    assert!(reason(&r).to_lowercase().contains("certificate"), "{r:#}");
+    assert_eq!(
+        step(&r, "resolve").map(|s| &s["status"]),
+        Some(&json!("failed"))
+    );
+
+    let out = home
+        .cmd()
+        .env("SSL_CERT_FILE", &tls.ca_pem)
+        .args(["update", "--yes", "--json", "--source", &tls.url()])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("non-JSON report ({e}): {}", text(&out)));
+    assert_ok(&r, out.status.code(), V1, V2);
+    let download = step(&r, "download")
+        .and_then(|s| s["detail"].as_str())
+        .unwrap_or("");
+    assert!(download.contains(&tls.url()), "{r:#}");
 }

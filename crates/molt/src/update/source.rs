@@ -108,7 +108,7 @@ impl Source {
                 let resp = client
                     .get(url.clone())
                     .send()
-                    .map_err(|e| format!("GET {url}: {e}"))?;
+                    .map_err(|e| format!("GET {url}: {}", with_causes(&e)))?;
                 if !resp.status().is_success() {
                     return Err(format!("GET {url}: HTTP {}", resp.status()));
                 }
@@ -144,7 +144,7 @@ impl Source {
         loop {
             let n = src
                 .read(&mut buf)
-                .map_err(|e| format!("downloading {}: {e}", entry.artifact))?;
+                .map_err(|e| format!("downloading {}: {}", entry.artifact, with_causes(&e)))?;
             if n == 0 {
                 break;
             }
@@ -160,6 +160,22 @@ impl Source {
             .map_err(|e| format!("syncing {}: {e}", dst.display()))?;
         Ok(got)
     }
+}
+
+/// An error with its causes: reqwest's own message ("error sending request") hides the one
+/// that tells the user what to fix (an unknown certificate issuer, a refused connection).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn is_loopback_host(url: &reqwest::Url) -> bool {
