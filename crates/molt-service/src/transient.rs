@@ -124,15 +124,22 @@ fn detach(
 ) -> Result<Launched, ServiceError> {
     use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| ServiceError::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| ServiceError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
     }
     let open_log = || {
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(log)
             .map_err(|source| ServiceError::Io {
                 what: format!("opening {}", log.display()),

@@ -12,10 +12,12 @@ impl UpdateLock {
     pub fn try_acquire(state_dir: &Path) -> Result<Option<Self>, String> {
         use std::os::fd::AsRawFd;
         let path = state_dir.join("update.lock");
+        use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         // SAFETY: flock(2) on an fd we own.

@@ -393,6 +393,12 @@ impl Store {
         self.conn
             .execute("VACUUM INTO ?1", [path.to_string_lossy()])
             .ctx("writing the state snapshot")?;
+        // A copy of the state is as private as the state.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         Ok(())
     }
 }

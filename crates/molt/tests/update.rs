@@ -1387,6 +1387,19 @@ fn without_a_service_manager_the_updater_runs_detached() {
     let ready: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["version"], V2, "{ready}");
     assert_eq!(ready["buildId"], r["after"]["buildId"], "{ready}");
+    // What the update leaves in the state dir is as private as the state (design invariant 6).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = home.state_dir();
+    let snapshot = state.join(format!("snapshots/pre-{job}.db"));
+    for (p, want) in [
+        (state.join("update.lock"), 0o600),
+        (log.clone(), 0o600),
+        (snapshot.clone(), 0o600),
+        (state.join("snapshots"), 0o700),
+    ] {
+        assert_eq!(mode(&p), want, "{}", p.display());
+    }
     // The updater ends soon after its job (it tells the gateway the result first).
     let pid: i32 = launcher["detached:".len()..].parse().unwrap();
     wait_for(

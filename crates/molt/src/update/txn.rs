@@ -366,8 +366,7 @@ impl Updater<'_> {
         let artifact_path = work.join(&entry.artifact);
         let staging = work.join("staging");
         self.step("download", |u| {
-            std::fs::create_dir_all(&work)
-                .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+            private_dir(&work)?;
             let n = u.download(&source, &entry, &artifact_path)?;
             Ok(done((), format!("{n} bytes from {}", source.describe())))
         })
@@ -553,8 +552,7 @@ impl Updater<'_> {
         let snapshot = self.snapshot_path(&self.job.id);
         self.step("snapshot", |u| {
             if let Some(d) = snapshot.parent() {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+                private_dir(d)?;
             }
             u.store.snapshot_to(&snapshot).map_err(|e| e.to_string())?;
             let schema = molt_store::schema_version_of(&snapshot).map_err(|e| e.to_string())?;
@@ -1082,6 +1080,16 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Creates `dir` (and its parents) 0700: everything under the state dir is private.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 /// Whether `pid` runs (and is not a zombie).
