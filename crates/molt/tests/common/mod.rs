@@ -335,6 +335,26 @@ impl ServiceHome {
     }
 }
 
+/// A test's profile leaves nothing behind in the shared user manager: its unit is stopped and
+/// removed, and its config dir goes, so a later run cannot see a stale profile (doctor's port
+/// check would count a stale config that names a reused port).
+impl Drop for ServiceHome {
+    fn drop(&mut self) {
+        // No panics here: this may run while a failed test unwinds.
+        let quiet = |args: &[&str]| {
+            let _ = Command::new("systemctl").arg("--user").args(args).output();
+        };
+        quiet(&["stop", &self.unit()]);
+        if std::fs::remove_file(self.unit_file()).is_ok() {
+            quiet(&["daemon-reload"]);
+        }
+        if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME") {
+            let _ =
+                std::fs::remove_dir_all(PathBuf::from(xdg).join(format!("molt-{}", self.profile)));
+        }
+    }
+}
+
 /// Kills every process whose environment names `home` as HOME: gateways, handover
 /// successors (nobody's child), and the steps they started. Test homes call it on drop, so a
 /// failing test leaves nothing running.
