@@ -81,15 +81,27 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), ReleaseError> {
 }
 
 /// Copies `src` to `dst`, refusing to write more than `entry.size` bytes and checking the
-/// hash at the end. This is how every download and copy of an artifact is taken in.
+/// hash at the end. This is how every download and copy of an artifact is taken in: the
+/// updater runs the two halves, [`copy_capped`] and [`verify_file`], as journalled steps.
 pub fn fetch_verified(
+    src: impl Read,
+    dst: &Path,
+    entry: &Entry,
+    progress: impl FnMut(u64),
+) -> Result<(), ReleaseError> {
+    copy_capped(src, dst, entry, progress)?;
+    verify_file(dst, entry).map(|_| ())
+}
+
+/// Copies `src` to `dst` (synced), refusing to write more than `entry.size` bytes: the
+/// excess is never written. `progress` gets the byte count so far. Returns the bytes copied.
+pub fn copy_capped(
     mut src: impl Read,
     dst: &Path,
     entry: &Entry,
     mut progress: impl FnMut(u64),
-) -> Result<(), ReleaseError> {
+) -> Result<u64, ReleaseError> {
     let mut out = std::fs::File::create(dst).map_err(io(format!("creating {}", dst.display())))?;
-    let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0u64;
     loop {
@@ -103,26 +115,31 @@ pub fn fetch_verified(
                 declared: entry.size,
             });
         }
-        h.update(&buf[..n]);
         out.write_all(&buf[..n])
             .map_err(io(format!("writing {}", dst.display())))?;
         progress(got);
     }
     out.sync_all().map_err(io("syncing the download"))?;
-    if got != entry.size {
+    Ok(got)
+}
+
+/// Checks a file against its manifest entry: exactly `entry.size` bytes with `entry.sha256`.
+/// Returns the sha256.
+pub fn verify_file(path: &Path, entry: &Entry) -> Result<String, ReleaseError> {
+    let (sha, size) = hash_file(path)?;
+    if size != entry.size {
         return Err(ReleaseError::ArtifactMismatch(format!(
-            "{got} bytes, the manifest says {}",
+            "{size} bytes, the manifest says {}",
             entry.size
         )));
     }
-    let sha = hex::encode(h.finalize());
     if sha != entry.sha256 {
         return Err(ReleaseError::ArtifactMismatch(format!(
             "sha256 {sha}, the manifest says {}",
             entry.sha256
         )));
     }
-    Ok(())
+    Ok(sha)
 }
 
 /// Unpacks a verified artifact into `staging/molt` (0755). Anything but exactly one regular

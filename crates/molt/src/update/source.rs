@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use molt_release::manifest::Entry;
+use molt_release::{ReleaseError, artifact};
 
 /// The manifest may be at most this large.
 const MAX_MANIFEST: u64 = 1024 * 1024;
@@ -127,38 +128,24 @@ impl Source {
         dst: &Path,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<u64, String> {
-        let too_large = || {
-            format!(
-                "the artifact is larger than the manifest declares ({} bytes); refusing the rest",
-                entry.size
-            )
-        };
-        let (mut src, announced) = self.open_file(&entry.artifact)?;
+        let (src, announced) = self.open_file(&entry.artifact)?;
         if announced.is_some_and(|n| n > entry.size) {
-            return Err(too_large());
-        }
-        let mut out = std::fs::File::create(dst)
-            .map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut got = 0u64;
-        loop {
-            let n = src
-                .read(&mut buf)
-                .map_err(|e| format!("downloading {}: {}", entry.artifact, with_causes(&e)))?;
-            if n == 0 {
-                break;
+            return Err(ReleaseError::TooLarge {
+                declared: entry.size,
             }
-            got += n as u64;
-            if got > entry.size {
-                return Err(too_large());
-            }
-            std::io::Write::write_all(&mut out, &buf[..n])
-                .map_err(|e| format!("writing {}: {e}", dst.display()))?;
-            progress(got, entry.size);
+            .to_string());
         }
-        out.sync_all()
-            .map_err(|e| format!("syncing {}: {e}", dst.display()))?;
-        Ok(got)
+        artifact::copy_capped(src, dst, entry, |got| progress(got, entry.size)).map_err(|e| {
+            match &e {
+                // An HTTP read error: say what lies under reqwest's own message.
+                ReleaseError::Io { what, source } => format!(
+                    "downloading {}: {what}: {}",
+                    entry.artifact,
+                    with_causes(source)
+                ),
+                _ => e.to_string(),
+            }
+        })
     }
 }
 

@@ -372,20 +372,15 @@ impl Updater<'_> {
         })
         .map_err(|e| (e, None))?;
         self.step("verify", |_| {
-            let (sha, size) = artifact::hash_file(&artifact_path).map_err(|e| e.to_string())?;
-            if size != entry.size {
-                return Err(format!(
-                    "the artifact is {size} bytes, the signed manifest says {}; it is corrupt or tampered with",
+            let sha = artifact::verify_file(&artifact_path, &entry).map_err(|e| e.to_string())?;
+            Ok(done(
+                (),
+                format!(
+                    "sha256 {}… and {} bytes match the signed manifest",
+                    &sha[..12],
                     entry.size
-                ));
-            }
-            if sha != entry.sha256 {
-                return Err(format!(
-                    "the artifact's sha256 is {sha}, the signed manifest says {}; it is corrupt or tampered with",
-                    entry.sha256
-                ));
-            }
-            Ok(done((), format!("sha256 {}… and {size} bytes match the signed manifest", &sha[..12])))
+                ),
+            ))
         })
         .map_err(|e| (e, None))?;
         let binary = self
