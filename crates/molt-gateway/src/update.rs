@@ -39,21 +39,13 @@ fn unavailable(e: impl std::fmt::Display) -> ErrorShape {
 
 /// Starts `molt [--profile P] update apply --job ID` outside the gateway.
 fn launch(app: &App, job: &str) -> Result<Launched, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate molt: {e}"))?;
-    let mut args = Vec::new();
-    if let Some(p) = &app.profile_name {
-        args.extend(["--profile".to_owned(), p.clone()]);
-    }
-    args.extend(["update", "apply", "--job", job].map(str::to_owned));
-    transient::launch(
-        &format!("molt-update-{job}"),
-        &format!("molt update {job}"),
-        &exe,
-        &args,
-        &transient::inherited_env(),
-        &app.state_dir.join("logs").join(format!("update-{job}.log")),
-    )
-    .map_err(|e| format!("cannot start the updater: {e}"))
+    let global: Vec<String> = app
+        .profile_name
+        .iter()
+        .flat_map(|p| ["--profile".to_owned(), p.clone()])
+        .collect();
+    transient::launch_updater(&global, job, &app.state_dir)
+        .map_err(|e| format!("cannot start the updater: {e}"))
 }
 
 /// Records a job and launches its updater; the job id comes back at once.

@@ -65,6 +65,30 @@ pub fn inherited_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts the updater for `job`: this very binary as `molt GLOBAL_ARGS update apply --job
+/// JOB`, in unit `molt-update-<job>`, or detached with `<state_dir>/logs/update-<job>.log`.
+/// The CLI and the gateway both start it here, so it is named and logged one way.
+pub fn launch_updater(
+    global_args: &[String],
+    job: &str,
+    state_dir: &Path,
+) -> Result<Launched, ServiceError> {
+    let exe = std::env::current_exe().map_err(|source| ServiceError::Io {
+        what: "locating the running molt binary".into(),
+        source,
+    })?;
+    let mut args = global_args.to_vec();
+    args.extend(["update", "apply", "--job", job].map(str::to_owned));
+    launch(
+        &format!("molt-update-{job}"),
+        &format!("molt update {job}"),
+        &exe,
+        &args,
+        &inherited_env(),
+        &state_dir.join("logs").join(format!("update-{job}.log")),
+    )
+}
+
 /// Whether a user manager answers `systemctl --user`.
 pub fn manager_answers() -> bool {
     Command::new("systemctl")

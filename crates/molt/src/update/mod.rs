@@ -162,23 +162,13 @@ pub fn launch_updater(
     store: &mut Store,
     job: &str,
 ) -> Result<molt_service::transient::Launched, Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::failed(format!("cannot locate the running binary: {e}")))?;
-    let mut args = txn::global_args(cli).map_err(Failure::failed)?;
-    args.extend(["update".into(), "apply".into(), "--job".into(), job.into()]);
-    let launched = molt_service::transient::launch(
-        &format!("molt-update-{job}"),
-        &format!("molt update {job}"),
-        &exe,
-        &args,
-        &molt_service::transient::inherited_env(),
-        &ctx.state_dir.join("logs").join(format!("update-{job}.log")),
-    )
-    .map_err(|e| {
-        let msg = format!("cannot start the updater: {e}");
-        let _ = store.set_update_state(job, JobState::Failed, Some(&msg));
-        Failure::failed(msg)
-    })?;
+    let args = txn::global_args(cli).map_err(Failure::failed)?;
+    let launched =
+        molt_service::transient::launch_updater(&args, job, &ctx.state_dir).map_err(|e| {
+            let msg = format!("cannot start the updater: {e}");
+            let _ = store.set_update_state(job, JobState::Failed, Some(&msg));
+            Failure::failed(msg)
+        })?;
     let _ = store.set_update_launcher(job, &launched.describe());
     Ok(launched)
 }
