@@ -24,6 +24,11 @@ pub fn holder_alive(pid: u32, boot_started_at_ms: i64) -> bool {
     }
 }
 
+/// `true` if `pid` exists and is not a zombie (whenever it started).
+pub fn pid_alive(pid: u32) -> bool {
+    holder_alive(pid, i64::MAX)
+}
+
 /// (state, start time in ms) of a process.
 fn proc_stat(pid: u32) -> Option<(char, i64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -16,9 +16,6 @@ use crate::app::App;
 
 type MethodResult = Result<Value, ErrorShape>;
 
-/// Pending jobs younger than this may still be starting: start-up recovery leaves them.
-const PENDING_GRACE_MS: i64 = 60_000;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateRunParams {
@@ -193,9 +190,7 @@ pub fn recover_at_start(app: Arc<App>) {
         };
         let now = crate::app::now_ms() as i64;
         let stuck = unfinished.iter().any(|j| {
-            j.kind != UpdateKind::Recover
-                && (matches!(j.state, JobState::Running | JobState::RollingBack)
-                    || now - j.created_at_ms > PENDING_GRACE_MS)
+            j.kind != UpdateKind::Recover && j.is_abandoned(now, crate::process::pid_alive)
         });
         if !stuck {
             return;

@@ -28,8 +28,8 @@ pub use runs::{
     StepState,
 };
 pub use updates::{
-    JobState, JournalStep, JournalStepState, NewUpdateJob, Report, StepLine, UpdateJob, UpdateKind,
-    VersionRef, in_flight, schema_version_of,
+    JobState, JournalStep, JournalStepState, NewUpdateJob, PENDING_STALE_MS, Report, StepLine,
+    UpdateJob, UpdateKind, VersionRef, schema_version_of,
 };
 
 /// A store error, with what was being done when it happened.

@@ -91,7 +91,33 @@ pub struct UpdateJob {
     pub steps: Vec<JournalStep>,
 }
 
+/// Pending jobs older than this whose updater never took the lock are abandoned.
+pub const PENDING_STALE_MS: i64 = 60_000;
+
 impl UpdateJob {
+    /// Whether nobody will finish this job, for a caller that knows no updater holds the
+    /// update lock: a started job's updater died; a pending job's updater died before it took
+    /// the lock (`alive` says whether a pid runs), or never came within [`PENDING_STALE_MS`].
+    pub fn is_abandoned(&self, now_ms: i64, alive: impl Fn(u32) -> bool) -> bool {
+        match self.state {
+            JobState::Running | JobState::RollingBack => true,
+            JobState::Pending => {
+                self.updater_pid.is_some_and(|p| !alive(p))
+                    || now_ms - self.created_at_ms > PENDING_STALE_MS
+            }
+            JobState::Ok | JobState::RolledBack | JobState::Failed => false,
+        }
+    }
+
+    /// Where the job's updater stopped: `during <step>`, `after <step>`, or `before its first
+    /// step`.
+    pub fn where_stopped(&self) -> String {
+        in_flight(self)
+            .map(|s| format!("during {s}"))
+            .or_else(|| self.last_done().map(|s| format!("after {}", s.name)))
+            .unwrap_or_else(|| "before its first step".into())
+    }
+
     /// The last step that completed (`ok` or `skipped`), if any.
     pub fn last_done(&self) -> Option<&JournalStep> {
         self.steps
@@ -610,7 +636,7 @@ impl Report {
 }
 
 /// Whether a step of the job's journal is still `started` (the in-flight one).
-pub fn in_flight(job: &UpdateJob) -> Option<&str> {
+fn in_flight(job: &UpdateJob) -> Option<&str> {
     job.steps
         .iter()
         .rev()
@@ -648,6 +674,14 @@ mod tests {
         );
         assert_eq!(job.state, JobState::Pending);
         assert_eq!(s.unfinished_update_jobs().unwrap().len(), 1);
+        assert_eq!(job.where_stopped(), "before its first step");
+        // Pending: abandoned only once its updater died, or it never came.
+        assert!(!job.is_abandoned(now_ms(), |_| false));
+        s.set_update_runner(&job.id, 4242).unwrap();
+        let with_pid = s.update_job(&job.id).unwrap().unwrap();
+        assert!(!with_pid.is_abandoned(now_ms(), |_| true));
+        assert!(with_pid.is_abandoned(now_ms(), |_| false));
+        assert!(job.is_abandoned(now_ms() + PENDING_STALE_MS + 1, |_| true));
 
         s.set_update_state(&job.id, JobState::Running, None)
             .unwrap();
@@ -662,6 +696,9 @@ mod tests {
         assert_eq!(mid.last_done().unwrap().name, "lock");
         assert_eq!(mid.steps[1].state, JournalStepState::Started);
         assert!(mid.done("lock") && !mid.done("resolve"));
+        assert_eq!(mid.where_stopped(), "during resolve");
+        // Running with the lock free: its updater died, whatever the pid says.
+        assert!(mid.is_abandoned(now_ms(), |_| true));
         assert_eq!(mid.from, Some(("0.1.0".into(), "b1".into())));
 
         s.end_update_step(&job.id, b, JournalStepState::Failed, Some("boom"))

@@ -441,25 +441,16 @@ fn check_update_journal(d: &Doctor) -> Outcome {
         .unwrap_or(0);
     let stuck: Vec<_> = unfinished
         .iter()
-        .filter(|j| {
-            lock_free
-                && (j.state != molt_store::JobState::Pending
-                    || j.updater_pid
-                        .is_some_and(|p| !crate::update::txn::pid_alive(p))
-                    || now - j.created_at_ms > crate::update::txn::PENDING_STALE_MS)
-        })
+        .filter(|j| lock_free && j.is_abandoned(now, molt_gateway::process::pid_alive))
         .collect();
     if let Some(j) = stuck.first() {
-        let at = molt_store::in_flight(j)
-            .map(|s| format!("during {s}"))
-            .or_else(|| j.last_done().map(|s| format!("after {}", s.name)))
-            .unwrap_or_else(|| "before its first step".into());
         return Outcome::bad(
             Status::Fail,
             format!(
-                "update job {} ({}) was interrupted {at}: its updater is gone and the install may be half-switched",
+                "update job {} ({}) was interrupted {}: its updater is gone and the install may be half-switched",
                 j.id,
-                j.state.as_str()
+                j.state.as_str(),
+                j.where_stopped()
             ),
             format!("molt update recover{}", d.pf),
         )

@@ -225,7 +225,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// Whether the updater of `job` can still be running.
 fn updater_alive(job: &UpdateJob, launched: Option<&molt_service::transient::Launched>) -> bool {
     if let Some(pid) = job.updater_pid.filter(|p| *p > 0) {
-        return txn::pid_alive(pid);
+        return molt_gateway::process::pid_alive(pid);
     }
     match launched {
         Some(molt_service::transient::Launched::Unit(u)) => {
@@ -234,7 +234,9 @@ fn updater_alive(job: &UpdateJob, launched: Option<&molt_service::transient::Lau
                 .and_then(|m| m.get("ActiveState").cloned())
                 .is_some_and(|s| matches!(s.as_str(), "active" | "activating"))
         }
-        Some(molt_service::transient::Launched::Detached { pid, .. }) => txn::pid_alive(*pid),
+        Some(molt_service::transient::Launched::Detached { pid, .. }) => {
+            molt_gateway::process::pid_alive(*pid)
+        }
         None => true,
     }
 }
@@ -335,12 +337,9 @@ fn finish_report(store: &Store, id: &str, json: bool) -> Result<(), Failure> {
 }
 
 fn interrupted(ctx: &Context, job: &UpdateJob, json: bool) -> Result<(), Failure> {
-    let at = report::in_flight(job)
-        .map(|s| format!("during {s}"))
-        .or_else(|| job.last_done().map(|s| format!("after {}", s.name)))
-        .unwrap_or_else(|| "before its first step".into());
     let reason = format!(
-        "the updater stopped {at} without finishing (killed?); `molt{} update recover` brings the install to a consistent state, and the next update or gateway start does it too",
+        "the updater stopped {} without finishing (killed?); `molt{} update recover` brings the install to a consistent state, and the next update or gateway start does it too",
+        job.where_stopped(),
         crate::service::profile_flag(ctx)
     );
     let mut report = Report::of(job);

@@ -1,7 +1,7 @@
 //! The update report as text: `Update Result: OK|ROLLED BACK|FAILED`, Before, After, each
 //! step with its time. `--json` prints [`Report`] itself, so both forms carry the same data.
 
-pub use molt_store::{Report, VersionRef, in_flight};
+pub use molt_store::{Report, VersionRef};
 
 pub fn print_text(r: &Report) {
     let v = |x: &Option<VersionRef>| {

@@ -54,9 +54,6 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 /// Steps after which a failure rolls back rather than just stopping.
 const ROLLS_BACK_FROM: &str = "preflight";
 
-/// Pending jobs older than this whose updater never took the lock are abandoned.
-pub const PENDING_STALE_MS: i64 = 60_000;
-
 /// A step's result: a value, what to journal, and whether it was skipped.
 struct Done<T> {
     value: T,
@@ -962,8 +959,10 @@ impl Updater<'_> {
     /// serving, otherwise converge on the old one.
     fn recover(&mut self, j: &UpdateJob) -> StepResult<()> {
         if j.state == JobState::Pending {
-            let died = j.updater_pid.is_some_and(|p| !pid_alive(p));
-            if died || now_ms() as i64 - j.created_at_ms > PENDING_STALE_MS {
+            let died = j
+                .updater_pid
+                .is_some_and(|p| !molt_gateway::process::pid_alive(p));
+            if j.is_abandoned(now_ms() as i64, molt_gateway::process::pid_alive) {
                 let why = if died {
                     "its updater died before it took the lock; nothing was changed"
                 } else {
@@ -978,8 +977,6 @@ impl Updater<'_> {
             }
             return Ok(());
         }
-        let last = j.last_done().map(|s| s.name.clone()).unwrap_or_default();
-        let in_flight = super::report::in_flight(j).map(str::to_owned);
         let forward = j.state == JobState::Running && j.done("serving");
         let target = if forward {
             j.to.clone()
@@ -1001,11 +998,7 @@ impl Updater<'_> {
             }
         };
         let switched = j.steps.iter().any(|s| s.name == "switch");
-        let stopped = match &in_flight {
-            Some(s) => format!("during {s}"),
-            None if last.is_empty() => "before its first step".to_owned(),
-            None => format!("after {last}"),
-        };
+        let stopped = j.where_stopped();
         if self.job.kind == UpdateKind::Recover {
             self.record_versions(current.as_ref(), Some(&target));
         }
@@ -1085,18 +1078,6 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-}
-
-/// Whether `pid` runs (and is not a zombie).
-pub fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s.get(i + 2..i + 3))
-                .map(|st| st != "Z")
-        })
-        .unwrap_or(false)
 }
 
 /// The configured release keys; none is an error that says how to add one.
