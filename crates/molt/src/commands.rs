@@ -487,15 +487,10 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
             if *as_json {
                 print_json(&r);
             } else {
-                let h = &r["handover"];
                 println!(
-                    "handover {}: pid {} ({}) -> pid {} ({}) in {} ms",
+                    "handover {}: {}",
                     r["status"].as_str().unwrap_or("?"),
-                    h["fromPid"],
-                    h["fromVersion"].as_str().unwrap_or("?"),
-                    h["to"]["pid"],
-                    h["to"]["version"].as_str().unwrap_or("?"),
-                    h["durationMs"]
+                    describe_handover(&r["handover"])
                 );
             }
         }
@@ -511,6 +506,19 @@ async fn client_call(c: &mut Client, command: &Command) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `pid A (v1) -> pid B (v2) in N ms`, from the `handover` of a `gateway.restart.request`
+/// answer.
+pub fn describe_handover(h: &Value) -> String {
+    format!(
+        "pid {} ({}) -> pid {} ({}) in {} ms",
+        h["fromPid"],
+        h["fromVersion"].as_str().unwrap_or("?"),
+        h["to"]["pid"],
+        h["to"]["version"].as_str().unwrap_or("?"),
+        h["durationMs"]
+    )
 }
 
 fn print_json(v: &Value) {

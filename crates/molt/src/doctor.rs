@@ -435,10 +435,7 @@ fn check_update_journal(d: &Doctor) -> Outcome {
     };
     let unfinished = store.unfinished_update_jobs().unwrap_or_default();
     let lock_free = molt_service::update_lock::UpdateLock::is_free(&d.ctx.state_dir);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_millis() as i64)
-        .unwrap_or(0);
+    let now = service::now_ms() as i64;
     let stuck: Vec<_> = unfinished
         .iter()
         .filter(|j| lock_free && j.is_abandoned(now, molt_gateway::process::pid_alive))
@@ -848,13 +845,9 @@ fn fix_versions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
         // A handover to what `current` points to: never a stop and a start.
         let r = crate::commands::call_gateway(d.cli, &d.ctx, "gateway.restart.request", None)
             .map_err(|e| (done.clone(), format!("handover refused: {}", e.message)))?;
-        let h = &r["handover"];
         done.push(format!(
-            "handover: pid {} ({}) -> pid {} ({})",
-            h["fromPid"],
-            h["fromVersion"].as_str().unwrap_or("?"),
-            h["to"]["pid"],
-            h["to"]["version"].as_str().unwrap_or("?")
+            "handover: {}",
+            crate::commands::describe_handover(&r["handover"])
         ));
         match wait_ready(d) {
             Ok(r) => done.push(r),

@@ -150,7 +150,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn read(pid: u32) -> Option<Process> {
+    /// Reads one process from `/proc`; `None` when it is gone or unreadable.
+    pub fn read(pid: u32) -> Option<Process> {
         let dir = PathBuf::from(format!("/proc/{pid}"));
         let status = std::fs::read_to_string(dir.join("status")).ok()?;
         let comm = std::fs::read_to_string(dir.join("comm"))

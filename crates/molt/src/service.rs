@@ -15,7 +15,7 @@ fn svc_err(e: molt_service::ServiceError) -> Failure {
     Failure::failed(e.to_string())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -236,14 +236,9 @@ pub fn run(cli: &crate::Cli, ctx: &Context, cmd: &ServiceCommand) -> Result<(), 
                 systemctl::run(&["daemon-reload"]).map_err(svc_err)?;
             }
             let r = crate::commands::call_gateway(cli, ctx, "gateway.restart.request", None)?;
-            let h = &r["handover"];
             println!(
-                "handover: pid {} ({}) -> pid {} ({}) in {} ms",
-                h["fromPid"],
-                h["fromVersion"].as_str().unwrap_or("?"),
-                h["to"]["pid"],
-                h["to"]["version"].as_str().unwrap_or("?"),
-                h["durationMs"]
+                "handover: {}",
+                crate::commands::describe_handover(&r["handover"])
             );
             Ok(())
         }

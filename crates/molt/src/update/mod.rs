@@ -10,7 +10,6 @@ pub mod source;
 pub mod txn;
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use molt_store::{JobState, NewUpdateJob, Store, UpdateJob, UpdateKind};
@@ -184,19 +183,7 @@ pub fn inside_gateway(ctx: &Context) -> Option<String> {
         if pid <= 1 {
             break;
         }
-        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let is_molt = argv
-            .first()
-            .and_then(|a| Path::new(a).file_name())
-            .is_some_and(|n| n == "molt");
-        if is_molt && argv.windows(2).any(|w| w[0] == "gateway" && w[1] == "run") {
+        if crate::host::Process::read(pid).is_some_and(|p| p.is_molt_gateway()) {
             return Some(format!("under the gateway process {pid}"));
         }
         pid = match parent_of(pid) {
@@ -204,15 +191,11 @@ pub fn inside_gateway(ctx: &Context) -> Option<String> {
             None => break,
         };
     }
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
     let unit = ctx.profile.unit_name();
-    let group = molt_service::systemctl::show(&unit, &["ControlGroup"])
-        .ok()?
-        .remove("ControlGroup")
-        .filter(|g| !g.is_empty())?;
-    (own == group || own.starts_with(&format!("{group}/")))
-        .then(|| format!("in the cgroup of {unit}"))
+    crate::host::Process::read(std::process::id())
+        .and_then(|me| me.unit)
+        .filter(|u| *u == unit)
+        .map(|_| format!("in the cgroup of {unit}"))
 }
 
 fn parent_of(pid: u32) -> Option<u32> {

@@ -95,6 +95,8 @@ pub struct Updater<'a> {
     layout: Layout,
     unit: String,
     failpoint: Option<String>,
+    /// The journal row of the step now running (download progress goes into it).
+    step_seq: i64,
 }
 
 /// Opens the profile's store (creating the state dir 0700 if needed).
@@ -137,6 +139,7 @@ pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
         layout: crate::service::layout(ctx, None)?,
         unit: ctx.profile.unit_name(),
         failpoint: std::env::var("MOLT_UPDATE_FAILPOINT").ok(),
+        step_seq: 0,
     };
     let pid = std::process::id();
     u.store
@@ -238,6 +241,7 @@ impl Updater<'_> {
                 step: name.into(),
                 message: format!("cannot journal step {name}: {e}"),
             })?;
+        self.step_seq = seq;
         let t0 = Instant::now();
         let result = f(self);
         let (state, detail) = match &result {
@@ -465,14 +469,7 @@ impl Updater<'_> {
     }
 
     fn download(&mut self, source: &Source, entry: &Entry, dst: &Path) -> Result<u64, String> {
-        let id = self.job.id.clone();
-        let seq = self
-            .store
-            .update_job(&id)
-            .ok()
-            .flatten()
-            .and_then(|j| j.steps.last().map(|s| s.seq))
-            .unwrap_or(0);
+        let (id, seq) = (self.job.id.clone(), self.step_seq);
         let mut last = Instant::now();
         let store = &mut self.store;
         source.download(entry, dst, |got, total| {
@@ -520,7 +517,7 @@ impl Updater<'_> {
         }
         let how = match self
             .layout
-            .add_version(binary, version, &build, now_ms())
+            .add_version(binary, version, &build, crate::service::now_ms())
             .map_err(|e| e.to_string())?
         {
             InstallOutcome::Installed => "installed",
@@ -683,18 +680,7 @@ impl Updater<'_> {
                         target.version, f.message, s.0
                     )
                 })?;
-                let h = &r["handover"];
-                Ok(done(
-                    (),
-                    format!(
-                        "pid {} ({}) -> pid {} ({}) in {} ms",
-                        h["fromPid"],
-                        h["fromVersion"].as_str().unwrap_or("?"),
-                        h["to"]["pid"],
-                        h["to"]["version"].as_str().unwrap_or("?"),
-                        h["durationMs"]
-                    ),
-                ))
+                Ok(done((), crate::commands::describe_handover(&r["handover"])))
             }
             None if unit_installed => {
                 // Down (failed, or never started): one start. reset-failed clears a
@@ -962,7 +948,10 @@ impl Updater<'_> {
             let died = j
                 .updater_pid
                 .is_some_and(|p| !molt_gateway::process::pid_alive(p));
-            if j.is_abandoned(now_ms() as i64, molt_gateway::process::pid_alive) {
+            if j.is_abandoned(
+                crate::service::now_ms() as i64,
+                molt_gateway::process::pid_alive,
+            ) {
                 let why = if died {
                     "its updater died before it took the lock; nothing was changed"
                 } else {
@@ -1061,13 +1050,6 @@ impl Updater<'_> {
             Err(e) => tracing::info!(error = %e.message, "no gateway took the update result"),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Creates `dir` (and its parents) 0700: everything under the state dir is private.
