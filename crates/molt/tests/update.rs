@@ -1107,6 +1107,53 @@ fn kill_9_of_the_updater_after_each_step_is_recovered() {
         at = now;
     }
     println!("{}", outcomes.join("\n"));
+    // A recovery killed half-way (after switching `current` back) leaves two unfinished jobs;
+    // the next recovery settles both and lands on the version the update started from.
+    let to = if at == V1 { V2 } else { V1 };
+    let args = [
+        "--yes",
+        "--allow-downgrade",
+        "--to",
+        to,
+        "--source",
+        rel.to_str().unwrap(),
+    ];
+    let (_, code, _) = svc.update(&args, &[("MOLT_UPDATE_FAILPOINT", "kill-after:unit")]);
+    assert_eq!(code, Some(1));
+    let killed_recovery = svc
+        .cmd(&svc.installed_molt())
+        .args(["update", "recover", "--json"])
+        .env("MOLT_UPDATE_FAILPOINT", "kill-after:recover-switch")
+        .output()
+        .unwrap();
+    assert_eq!(
+        killed_recovery.status.code(),
+        Some(1),
+        "{}",
+        text(&killed_recovery)
+    );
+    let rec = svc
+        .cmd(&svc.installed_molt())
+        .args(["update", "recover", "--json"])
+        .output()
+        .unwrap();
+    let rec_v: Value = serde_json::from_slice(&rec.stdout).unwrap_or(Value::Null);
+    println!("recovery of a killed recovery: {:?}", step_names(&rec_v));
+    assert_eq!(rec.status.code(), Some(0), "{rec_v:#}");
+    svc.assert_serving(&at);
+    let doc = svc
+        .cmd(&svc.installed_molt())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&doc.stdout).unwrap_or(Value::Null);
+    let journal = doc["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "update-journal"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(journal["status"], "ok", "{journal:#}");
+
     // Without `molt update recover`: the next `molt update` settles the killed job first.
     let to = if at == V1 { V2 } else { V1 };
     let args = [

@@ -966,6 +966,21 @@ impl Updater<'_> {
             }
             return Ok(());
         }
+        if j.kind == UpdateKind::Recover {
+            // A recovery that died converges nothing itself: the job it was recovering is
+            // still unfinished in the journal (it is settled last) and is recovered on its own,
+            // before this one. Its recorded versions are a snapshot of a half-switched install.
+            let why = format!(
+                "the recovery was interrupted {}; the job it recovered is recovered again",
+                j.where_stopped()
+            );
+            return self.step("recover-inspect", |u| {
+                u.store
+                    .set_update_state(&j.id, JobState::Failed, Some(&why))
+                    .map_err(|e| e.to_string())?;
+                Ok(done((), format!("job {}: {why}", j.id)))
+            });
+        }
         let forward = j.state == JobState::Running && j.done("serving");
         let target = if forward {
             j.to.clone()
