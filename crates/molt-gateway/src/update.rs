@@ -116,7 +116,7 @@ pub async fn run(app: &Arc<App>, p: UpdateRunParams) -> MethodResult {
         "status": "started",
         "jobId": id,
         "launcher": launched.describe(),
-        "unit": match &launched { Launched::Unit(u) => Some(u.clone()), Launched::Detached { .. } => None },
+    "unit": launched.unit(),
     }))
 }
 

@@ -26,6 +26,26 @@ impl Launched {
             Self::Detached { pid, .. } => format!("detached:{pid}"),
         }
     }
+
+    /// The inverse of [`Launched::describe`] (a detached one's log path is not in it).
+    pub fn parse(described: &str) -> Option<Self> {
+        if let Some(u) = described.strip_prefix("systemd-run:") {
+            return Some(Self::Unit(u.to_owned()));
+        }
+        let pid = described.strip_prefix("detached:")?.parse().ok()?;
+        Some(Self::Detached {
+            pid,
+            log: PathBuf::new(),
+        })
+    }
+
+    /// The transient unit's name, when it is one.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            Self::Unit(u) => Some(u),
+            Self::Detached { .. } => None,
+        }
+    }
 }
 
 /// The environment a molt process started elsewhere needs to act on the same install as this
@@ -198,4 +218,24 @@ fn detach(
         pid,
         log: log.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_description_parses_back() {
+        for l in [
+            Launched::Unit("molt-update-upd-1".into()),
+            Launched::Detached {
+                pid: 42,
+                log: PathBuf::new(),
+            },
+        ] {
+            assert_eq!(Launched::parse(&l.describe()), Some(l));
+        }
+        assert_eq!(Launched::parse("detached:x"), None);
+        assert_eq!(Launched::parse("other"), None);
+    }
 }

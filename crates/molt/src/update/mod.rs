@@ -128,7 +128,7 @@ fn start(
                 "result": "STARTED",
                 "jobId": job.id,
                 "kind": kind.as_str(),
-                "unit": unit_of(&launched),
+                "unit": launched.unit(),
                 "launcher": launched.describe(),
                 "inside": why,
             }));
@@ -145,13 +145,6 @@ fn start(
         return Ok(());
     }
     follow(ctx, &store, &job.id, Some(&launched), json)
-}
-
-fn unit_of(l: &molt_service::transient::Launched) -> Option<String> {
-    match l {
-        molt_service::transient::Launched::Unit(u) => Some(u.clone()),
-        molt_service::transient::Launched::Detached { .. } => None,
-    }
 }
 
 /// Starts `molt update apply --job ID` outside this process tree, and journals how.
@@ -353,7 +346,10 @@ fn status(ctx: &Context, follow_it: bool, json: bool) -> Result<(), Failure> {
         return no_job(json);
     };
     if follow_it && !job.state.is_final() {
-        let launched = job.launcher.as_deref().and_then(parse_launcher);
+        let launched = job
+            .launcher
+            .as_deref()
+            .and_then(molt_service::transient::Launched::parse);
         return follow(ctx, &store, &job.id, launched.as_ref(), json);
     }
     print_report(&Report::of(&job), json);
@@ -367,17 +363,6 @@ fn no_job(json: bool) -> Result<(), Failure> {
         println!("No update has run yet.");
     }
     Ok(())
-}
-
-fn parse_launcher(s: &str) -> Option<molt_service::transient::Launched> {
-    if let Some(u) = s.strip_prefix("systemd-run:") {
-        return Some(molt_service::transient::Launched::Unit(u.to_owned()));
-    }
-    let pid = s.strip_prefix("detached:")?.parse().ok()?;
-    Some(molt_service::transient::Launched::Detached {
-        pid,
-        log: Default::default(),
-    })
 }
 
 fn print_json(v: &serde_json::Value) {
