@@ -14,6 +14,7 @@
 //! - [`firewall`]: ufw, nftables and iptables; "no firewall / default-accept inbound".
 //! - [`docker`]: published ports, the `DOCKER` chain, and ports that bypass the firewall.
 //! - [`fail2ban`]: the jails `fail2ban-client status` lists (is sshd guarded).
+//! - [`accounts`]: local accounts from `/etc/passwd` (who else can reach loopback).
 //! - [`agents`]: token strength, and the auth an OpenClaw config (JSON5) sets up.
 //! - [`findings`]: the [`Finding`] type, severities, parse notes.
 
@@ -28,6 +29,7 @@
 )]
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod agents;
 pub mod docker;
 pub mod fail2ban;

@@ -21,6 +21,9 @@ pub const DEFAULT_STOP_BUDGET_MS: u64 = 10_000;
 pub const DEFAULT_HANDOVER_DRAIN_CAP_MS: u64 = 600_000;
 /// Default time a new process gets to report ready before a handover is called off.
 pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 30_000;
+/// Default time a connection has to send a complete HTTP request (nginx's
+/// `client_header_timeout` is 60 s; a gateway's clients are local and quick).
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 
 /// An error in the configuration. Its message names the key (or file) and what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +153,11 @@ impl Paths {
     }
 }
 
-/// How clients authenticate to the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// How clients authenticate to the gateway, as written in `gateway.auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
-    #[default]
+    /// No secret at all. Only ever in effect when written explicitly, and only on loopback.
     None,
     Token,
     Password,
@@ -175,7 +178,9 @@ impl AuthMode {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    pub mode: AuthMode,
+    /// `None` when the key is not written: see [`Config::auth_source`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AuthMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,6 +198,16 @@ pub struct GatewayConfig {
     pub stop_budget_ms: u64,
     pub handover_drain_cap_ms: u64,
     pub handover_timeout_ms: u64,
+    /// A connection that has not sent a complete HTTP request (the first one, or the next one
+    /// on a kept-alive connection) within this time is closed.
+    pub header_timeout_ms: u64,
+    /// Cap on connections that have not authenticated yet. `None`: a quarter of the open-file
+    /// limit, at most 1024. When full, the oldest idle one is shed to admit a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unauthenticated: Option<u32>,
+    /// The same cap per client address. `None`: a quarter of `max_unauthenticated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unauthenticated_per_address: Option<u32>,
     pub auth: AuthConfig,
 }
 
@@ -204,6 +219,9 @@ impl Default for GatewayConfig {
             stop_budget_ms: DEFAULT_STOP_BUDGET_MS,
             handover_drain_cap_ms: DEFAULT_HANDOVER_DRAIN_CAP_MS,
             handover_timeout_ms: DEFAULT_HANDOVER_TIMEOUT_MS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            max_unauthenticated: None,
+            max_unauthenticated_per_address: None,
             auth: AuthConfig::default(),
         }
     }
@@ -237,6 +255,45 @@ impl Default for UpdateConfig {
     }
 }
 
+/// The name of the token file the gateway creates in its state dir when no auth is configured.
+pub const TOKEN_FILE_NAME: &str = "gateway.token";
+
+/// Where a profile's generated gateway token lives: `<state_dir>/gateway.token` (0600, in the
+/// 0700 state dir).
+pub fn token_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(TOKEN_FILE_NAME)
+}
+
+/// Reads a token file: its one line, trimmed. An empty file is an error, so a truncated file
+/// is never taken for "no token".
+pub fn read_token_file(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is empty; delete it and restart the gateway to create a new token",
+                path.display()
+            ),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// How the gateway authenticates once the config is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthSource<'a> {
+    /// `gateway.auth.mode = "none"`, written explicitly: no secret (loopback only).
+    None,
+    /// A token from the config or `MOLT_GATEWAY_AUTH_TOKEN`.
+    Token(&'a str),
+    /// A password from the config or `MOLT_GATEWAY_AUTH_PASSWORD`.
+    Password(&'a str),
+    /// Nothing configured: the token in [`token_file`], created by the gateway on first start.
+    TokenFile,
+}
+
 /// The whole `molt.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -253,6 +310,7 @@ enum Kind {
     Addr,
     Mode,
     Secret,
+    Count,
     /// Several values, separated by newlines or `;`.
     List,
     Text,
@@ -266,6 +324,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("gateway.stop_budget_ms", Kind::Millis),
     ("gateway.handover_drain_cap_ms", Kind::Millis),
     ("gateway.handover_timeout_ms", Kind::Millis),
+    ("gateway.header_timeout_ms", Kind::Millis),
+    ("gateway.max_unauthenticated", Kind::Count),
+    ("gateway.max_unauthenticated_per_address", Kind::Count),
     ("gateway.auth.mode", Kind::Mode),
     ("gateway.auth.token", Kind::Secret),
     ("gateway.auth.password", Kind::Secret),
@@ -338,9 +399,22 @@ impl Config {
                     g.handover_timeout_ms =
                         value.parse().map_err(|_| bad("expected milliseconds"))?
                 }
+                ("gateway.header_timeout_ms", Kind::Millis) => {
+                    g.header_timeout_ms = value.parse().map_err(|_| bad("expected milliseconds"))?
+                }
+                ("gateway.max_unauthenticated", Kind::Count) => {
+                    g.max_unauthenticated =
+                        Some(value.parse().map_err(|_| bad("expected a count"))?)
+                }
+                ("gateway.max_unauthenticated_per_address", Kind::Count) => {
+                    g.max_unauthenticated_per_address =
+                        Some(value.parse().map_err(|_| bad("expected a count"))?)
+                }
                 ("gateway.auth.mode", Kind::Mode) => {
-                    g.auth.mode = AuthMode::parse(&value)
-                        .ok_or_else(|| bad("expected none, token or password"))?
+                    g.auth.mode = Some(
+                        AuthMode::parse(&value)
+                            .ok_or_else(|| bad("expected none, token or password"))?,
+                    )
                 }
                 ("gateway.auth.token", Kind::Secret) => g.auth.token = Some(value),
                 ("gateway.auth.password", Kind::Secret) => g.auth.password = Some(value),
@@ -379,9 +453,30 @@ impl Config {
                 message: format!("{} ms is too short; use at least 1000", g.stop_budget_ms),
             });
         }
+        if g.header_timeout_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "gateway.header_timeout_ms",
+                message: format!("{} ms is too short; use at least 100", g.header_timeout_ms),
+            });
+        }
+        for (key, n) in [
+            ("gateway.max_unauthenticated", g.max_unauthenticated),
+            (
+                "gateway.max_unauthenticated_per_address",
+                g.max_unauthenticated_per_address,
+            ),
+        ] {
+            if n == Some(0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "0 would refuse every client; use at least 1, or remove the key"
+                        .into(),
+                });
+            }
+        }
         let secret_ok = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
         match g.auth.mode {
-            AuthMode::Token if !secret_ok(&g.auth.token) => {
+            Some(AuthMode::Token) if !secret_ok(&g.auth.token) => {
                 return Err(ConfigError::Invalid {
                     key: "gateway.auth.token",
                     message: "auth mode is `token` but no token is set; set gateway.auth.token \
@@ -389,7 +484,7 @@ impl Config {
                         .into(),
                 });
             }
-            AuthMode::Password if !secret_ok(&g.auth.password) => {
+            Some(AuthMode::Password) if !secret_ok(&g.auth.password) => {
                 return Err(ConfigError::Invalid {
                     key: "gateway.auth.password",
                     message: "auth mode is `password` but no password is set; set \
@@ -399,18 +494,40 @@ impl Config {
             }
             _ => {}
         }
-        if !g.bind.is_loopback() && g.auth.mode == AuthMode::None {
+        // The generated token is a secret too, but one a remote client has no way to learn:
+        // a public bind asks for a secret chosen (and handed out) on purpose.
+        let configured = matches!(
+            self.auth_source(),
+            AuthSource::Token(_) | AuthSource::Password(_)
+        );
+        if !g.bind.is_loopback() && !configured {
             return Err(ConfigError::Invalid {
                 key: "gateway.bind",
                 message: format!(
-                    "refusing to bind {} without auth: anyone who can reach it could run \
-                     commands. Set gateway.auth.mode = \"token\" with a gateway.auth.token, or \
-                     bind 127.0.0.1",
+                    "refusing to bind {} without configured auth: anyone who can reach it could \
+                     run commands. Set gateway.auth.mode = \"token\" with a gateway.auth.token, \
+                     or bind 127.0.0.1",
                     g.bind
                 ),
             });
         }
         Ok(())
+    }
+
+    /// How the gateway authenticates. An explicit `mode` wins; without one, a configured token
+    /// (then a password) decides, and with neither the gateway requires the token in its token
+    /// file. `none` is never the default.
+    pub fn auth_source(&self) -> AuthSource<'_> {
+        let a = &self.gateway.auth;
+        let token = a.token.as_deref().filter(|t| !t.is_empty());
+        let password = a.password.as_deref().filter(|p| !p.is_empty());
+        match (a.mode, token, password) {
+            (Some(AuthMode::None), _, _) => AuthSource::None,
+            (Some(AuthMode::Token) | None, Some(t), _) => AuthSource::Token(t),
+            (Some(AuthMode::Password) | None, _, Some(p)) => AuthSource::Password(p),
+            // `validate` refuses an explicit mode without its secret.
+            _ => AuthSource::TokenFile,
+        }
     }
 
     /// The port this config listens on for `profile`.
@@ -490,6 +607,56 @@ mod tests {
         .unwrap();
         let e = load("[gateway.auth]\nmode = \"token\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("gateway.auth.token"), "{e}");
+    }
+
+    #[test]
+    fn auth_defaults_to_the_token_file_and_none_only_when_written() {
+        assert_eq!(load("", &[]).unwrap().auth_source(), AuthSource::TokenFile);
+        let c = load("[gateway.auth]\nmode = \"none\"\n", &[]).unwrap();
+        assert_eq!(c.auth_source(), AuthSource::None);
+        let c = load("", &[("MOLT_GATEWAY_AUTH_TOKEN", "t0k")]).unwrap();
+        assert_eq!(c.auth_source(), AuthSource::Token("t0k"));
+        let c = load("[gateway.auth]\npassword = \"pw\"\n", &[]).unwrap();
+        assert_eq!(c.auth_source(), AuthSource::Password("pw"));
+        // An explicit none wins over a stray secret.
+        let c = load(
+            "[gateway.auth]\nmode = \"none\"\ntoken = \"x\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.auth_source(), AuthSource::None);
+        // The generated token does not make a public bind acceptable.
+        let e = load("[gateway]\nbind = \"0.0.0.0\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("configured auth"), "{e}");
+    }
+
+    #[test]
+    fn listener_limits_are_validated() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.gateway.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
+        let c = load(
+            "[gateway]\nheader_timeout_ms = 2000\nmax_unauthenticated = 64\n",
+            &[("MOLT_GATEWAY_MAX_UNAUTHENTICATED_PER_ADDRESS", "8")],
+        )
+        .unwrap();
+        assert_eq!(c.gateway.header_timeout_ms, 2000);
+        assert_eq!(c.gateway.max_unauthenticated, Some(64));
+        assert_eq!(c.gateway.max_unauthenticated_per_address, Some(8));
+        let e = load("[gateway]\nmax_unauthenticated = 0\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("max_unauthenticated"), "{e}");
+    }
+
+    #[test]
+    fn token_file_reads_trimmed_and_refuses_empty() {
+        let dir = std::env::temp_dir().join(format!("molt-token-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = token_file(&dir);
+        std::fs::write(&path, "abc\n").unwrap();
+        assert_eq!(read_token_file(&path).unwrap(), "abc");
+        std::fs::write(&path, "\n").unwrap();
+        let e = read_token_file(&path).unwrap_err();
+        assert!(e.to_string().contains("delete it"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub struct App {
     pub update: molt_config::UpdateConfig,
     /// The profile's name, for the `--profile` of the updater this gateway starts.
     pub profile_name: Option<String>,
+    /// Connections that have not authenticated yet (capped; see `pending.rs`).
+    pub pending: Arc<crate::pending::Pending>,
 }
 
 /// Counts one WebSocket connection from its upgrade until its close is flushed.

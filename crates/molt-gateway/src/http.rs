@@ -8,24 +8,28 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
 use crate::app::{App, Lifecycle};
+use crate::pending::Ticket;
 
 /// Builds the accept loop on an already-bound listener. It ends when `app.accepting` turns
 /// false; connections it accepted go on in their own tasks, counted in
-/// `app.http_connections`.
+/// `app.http_connections`. Until it authenticates, each holds a place in `app.pending`, and
+/// each HTTP request must arrive complete within `header_timeout`.
 pub fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    header_timeout: Duration,
 ) -> std::io::Result<impl Future<Output = ()> + Send> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -35,15 +39,23 @@ pub fn serve(
         .fallback(get(upgrade))
         .with_state(app.clone());
     let mut accepting = app.accepting.subscribe();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // Covers the first request and every idle wait for the next one on a kept-alive
+    // connection, so a silent socket cannot hold its descriptor for long.
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let mut accept_errors = AcceptErrors::default();
     Ok(async move {
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(conn) => conn,
                     Err(e) => {
-                        // EMFILE and friends: log, back off a little, keep the port open.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        // EMFILE and friends: log (not a line per failure), back off a
+                        // little, keep the port open.
+                        accept_errors.record(&e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
@@ -52,24 +64,56 @@ pub fn serve(
             let _ = stream.set_nodelay(true);
             let guard = HttpGuard::new(app.clone());
             let router = router.clone();
+            let ticket = Arc::new(app.pending.admit(peer.ip()));
+            let http1 = http1.clone();
             tokio::spawn(async move {
+                let t = ticket.clone();
                 let svc = hyper::service::service_fn(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        t.engage();
                         req.extensions_mut().insert(ConnectInfo(peer));
+                        req.extensions_mut().insert(t.clone());
                         router.clone().oneshot(req.map(axum::body::Body::new))
                     },
                 );
-                let conn = hyper::server::conn::http1::Builder::new()
+                let conn = http1
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, %peer, "http connection ended with an error");
+                tokio::select! {
+                    r = conn => if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "http connection ended with an error");
+                    },
+                    // Dropping the connection closes the socket.
+                    _ = ticket.shed() => {
+                        tracing::debug!(%peer, "unauthenticated connection shed for a newer one");
+                    }
                 }
                 drop(guard);
             });
         }
         tracing::info!("accept loop ended: a successor accepts now");
     })
+}
+
+/// Accept failures, logged at most once a second with how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn record(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        let due = self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            tracing::warn!(error = %e, failures = self.unlogged, "accept failed");
+            self.last_logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
 }
 
 /// Initial WebSocket read and write buffer size per connection.
@@ -120,6 +164,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 async fn upgrade(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ticket): Extension<Arc<Ticket>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -144,5 +189,7 @@ async fn upgrade(
         .read_buffer_size(WS_BUFFER)
         .write_buffer_size(WS_BUFFER)
         .max_write_buffer_size(molt_protocol::MAX_BUFFERED_BYTES)
-        .on_upgrade(move |socket| crate::ws::serve_conn(app, socket, peer, proxied, counted))
+        .on_upgrade(move |socket| {
+            crate::ws::serve_conn(app, socket, peer, proxied, counted, ticket)
+        })
 }

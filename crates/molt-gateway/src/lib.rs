@@ -13,6 +13,7 @@ mod lock;
 pub mod logging;
 mod methods;
 pub mod notify;
+mod pending;
 pub mod process;
 mod store_handle;
 mod update;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use molt_config::{AuthMode, Config, Profile};
+use molt_config::{AuthSource, Config, Profile};
 use molt_protocol::handshake::AuthPolicy;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -158,18 +159,82 @@ fn run_inner(
 }
 
 /// Raises the soft open-file limit to the hard limit: every client is a socket, and the
-/// common default soft limit (1024) is far below what one gateway should hold.
-fn raise_nofile_limit() {
+/// common default soft limit (1024) is far below what one gateway should hold. Returns the
+/// limit in effect.
+fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit write to and read from a valid, owned struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
         }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The shared-secret policy, with the token file read (or created on first start) when no
+/// auth is configured.
+fn auth_policy(config: &Config, state_dir: &std::path::Path) -> Result<AuthPolicy, GatewayError> {
+    Ok(match config.auth_source() {
+        AuthSource::None => {
+            tracing::warn!(
+                "gateway.auth.mode = \"none\": any local user or process that reaches this port \
+                 can run commands as this user. Remove the key to use a generated token"
+            );
+            AuthPolicy::None
+        }
+        AuthSource::Token(t) => AuthPolicy::Token(t.to_owned()),
+        AuthSource::Password(p) => AuthPolicy::Password(p.to_owned()),
+        AuthSource::TokenFile => AuthPolicy::Token(load_or_create_token(state_dir)?),
+    })
+}
+
+/// The profile's generated token: read it, or create it (256 bits, 0600) on first start.
+/// The state lock is held, so no other gateway of this profile creates one at the same time.
+fn load_or_create_token(state_dir: &std::path::Path) -> Result<String, GatewayError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = molt_config::token_file(state_dir);
+    let err = |e: std::io::Error| {
+        GatewayError::fatal(format!(
+            "cannot use the gateway token file {}: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the token file was readable by others; made it 0600. Consider the old \
+                     token leaked: delete the file and restart to create a new one"
+                );
+                fsutil::make_private_file(&path).map_err(err)?;
+            }
+            molt_config::read_token_file(&path).map_err(err)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = fsutil::random_hex(32).map_err(err)?;
+            fsutil::write_private(&path, format!("{token}\n").as_bytes()).map_err(err)?;
+            tracing::info!(
+                path = %path.display(),
+                "created the gateway token; this user's molt CLI reads it, other clients \
+                 need it to connect (`molt config show --reveal-token`)"
+            );
+            Ok(token)
+        }
+        Err(e) => Err(err(e)),
     }
 }
 
@@ -181,7 +246,7 @@ async fn serve(
     control: &mut Option<handover::Control>,
 ) -> Result<(), GatewayError> {
     let pid = std::process::id();
-    raise_nofile_limit();
+    let nofile = raise_nofile_limit();
     let notifier = Notifier::from_env();
     let db_path = opts.state_dir.join("molt.db");
     let mut store = molt_store::Store::open(&db_path).map_err(|e| match e {
@@ -228,11 +293,16 @@ async fn serve(
         }
         None => bind(addr)?,
     };
-    let auth = match g.auth.mode {
-        AuthMode::None => AuthPolicy::None,
-        AuthMode::Token => AuthPolicy::Token(g.auth.token.clone().unwrap_or_default()),
-        AuthMode::Password => AuthPolicy::Password(g.auth.password.clone().unwrap_or_default()),
-    };
+    let auth = auth_policy(&opts.config, &opts.state_dir)?;
+    let pending = pending::Pending::new(pending::Limits::new(g, nofile));
+    let limits = pending.limits();
+    tracing::info!(
+        nofile,
+        max_unauthenticated = limits.total,
+        max_unauthenticated_per_address = limits.per_address,
+        header_timeout_ms = g.header_timeout_ms,
+        "listener limits"
+    );
     let kept_listener = listener
         .try_clone()
         .map_err(|e| GatewayError::fatal(format!("cannot duplicate the listener: {e}")))?;
@@ -267,6 +337,7 @@ async fn serve(
         handover: Mutex::new(None),
         update: opts.config.update.clone(),
         profile_name: opts.profile.name().map(str::to_owned),
+        pending,
     });
 
     // Signals are installed before READY=1, so no signal is ever left to its default action.
@@ -297,7 +368,8 @@ async fn serve(
         tracing::info!("handover: taking over from the old process");
     }
 
-    let server = http::serve(app.clone(), listener)
+    let header_timeout = Duration::from_millis(g.header_timeout_ms);
+    let server = http::serve(app.clone(), listener, header_timeout)
         .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
     let mut server = tokio::spawn(server);
     executor.start();

@@ -186,6 +186,13 @@ async fn status(app: &Arc<App>) -> MethodResult {
     v["runs"] = json!(counts);
     v["activeRuns"] = json!(app.executor.active());
     v["connections"] = json!(app.peers.lock().map(|p| p.len()).unwrap_or(0));
+    let (waiting, shed) = app.pending.counts();
+    v["unauthenticated"] = json!({
+        "open": waiting,
+        "max": app.pending.limits().total,
+        "maxPerAddress": app.pending.limits().per_address,
+        "shed": shed,
+    });
     let last = app
         .store
         .call(|s| s.meta("last_handover"))

@@ -31,13 +31,15 @@ pub struct Session {
 }
 
 /// Serves one upgraded connection. `_counted` keeps it in [`App::connections`] until the
-/// close has been flushed and answered.
+/// close has been flushed and answered; `ticket` keeps it in the pool of unauthenticated
+/// connections until its handshake succeeds, and may shed it before.
 pub async fn serve_conn(
     app: Arc<App>,
     socket: WebSocket,
     remote: SocketAddr,
     proxied: bool,
     _counted: crate::app::ConnectionGuard,
+    ticket: Arc<crate::pending::Ticket>,
 ) {
     let (Ok(conn_id), Ok(nonce)) = (random_hex(8), random_hex(16)) else {
         tracing::error!("no randomness for a connection nonce; refusing the connection");
@@ -83,11 +85,19 @@ pub async fn serve_conn(
     ));
     let _ = tx.send(Outbound::Text(challenge.to_text())).await;
 
-    let first = tokio::time::timeout(
-        Duration::from_millis(molt_protocol::HANDSHAKE_TIMEOUT_MS),
-        next_text(&mut stream),
-    )
-    .await;
+    let first = tokio::select! {
+        first = tokio::time::timeout(
+            Duration::from_millis(molt_protocol::HANDSHAKE_TIMEOUT_MS),
+            next_text(&mut stream),
+        ) => first,
+        _ = ticket.shed() => {
+            let _ = tx
+                .send(Outbound::Close(close::TRY_AGAIN_LATER, "too many unauthenticated connections".into()))
+                .await;
+            finish(tx, writer, stream).await;
+            return;
+        }
+    };
     let text = match first {
         Err(_) => {
             let _ = tx
@@ -128,6 +138,7 @@ pub async fn serve_conn(
         }
         Decision::Accept(a) => match admit(&app, *a, remote, proxied, &conn_id).await {
             Ok((session, hello_id, hello, presence)) => {
+                ticket.leave();
                 let _ = tx
                     .send(Outbound::Text(ResponseFrame::ok(hello_id, hello).to_text()))
                     .await;
@@ -325,7 +336,11 @@ async fn admit(
         Some(s) => scope::parse_list(s),
         None => vec![Scope::Read],
     };
-    let direct_loopback = remote.ip().is_loopback() && !proxied;
+    // Loopback stands in for the owner's approval of a new device, never for the shared
+    // secret: only a connect whose token or password checked out (or that needs none,
+    // because `none` was configured on purpose) is auto-approved.
+    let secret_verified = matches!(a.secret, SecretCheck::Passed | SecretCheck::NotRequired);
+    let auto_approve = remote.ip().is_loopback() && !proxied && secret_verified;
     let mut scopes = requested.clone();
     let mut device_token = None;
     if let Some(dev) = &a.device {
@@ -376,7 +391,7 @@ async fn admit(
                 let (client_id, platform) =
                     (a.params.client.id.clone(), a.params.client.platform.clone());
                 let remote_s = remote.ip().to_string();
-                let token = if direct_loopback {
+                let token = if auto_approve {
                     Some(random_hex(32).map_err(|_| reject_plain("no randomness", close::POLICY))?)
                 } else {
                     None

@@ -40,4 +40,6 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// The gateway restarts or stops; reconnect.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// Too many connections waiting to authenticate; this one was shed. Retry.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }

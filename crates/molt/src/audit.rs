@@ -16,7 +16,8 @@ use molt_audit::firewall::{
 };
 use molt_audit::proc_net::{self, Socket, TcpState};
 use molt_audit::{Finding, Severity, docker, fail2ban, findings, sshd};
-use molt_config::AuthMode;
+use molt_audit::accounts::{self, Account};
+use molt_config::AuthSource;
 use serde_json::{Value, json};
 
 use crate::commands::Failure;
@@ -32,6 +33,8 @@ pub mod ids {
     pub const AGENT_ROOT: &str = "agent.root";
     /// A gateway listens on the network without auth.
     pub const GATEWAY_NO_AUTH: &str = "gateway.bind-without-auth";
+    /// `gateway.auth.mode = "none"` on loopback: every local account can drive the gateway.
+    pub const GATEWAY_AUTH_NONE: &str = "gateway.auth-none";
     /// A guessable token or password.
     pub const GATEWAY_WEAK_SECRET: &str = "gateway.weak-secret";
     /// A config with a secret, the identity or the database readable by other users.
@@ -161,7 +164,11 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> Result<(), Failure> {
     }
 
     // molt's own gateways, and every agent's user.
-    out.extend(gateway_findings(&molts));
+    let accounts = molt_audit::accounts::parse_passwd(
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+    );
+    let running: Vec<u32> = procs.iter().filter_map(|p| p.uid).collect();
+    out.extend(gateway_findings(&molts, &accounts, &running));
     for c in &claws {
         if c.uid == Some(0) {
             out.push(root_finding(
@@ -723,7 +730,43 @@ fn root_finding(what: &str, user: &str) -> Finding {
     ])
 }
 
-fn gateway_findings(molts: &[MoltInstance]) -> Vec<Finding> {
+/// Explicit `auth.mode = "none"` on loopback: every local account drives the gateway.
+fn no_auth_on_loopback(who: &str, config_path: &Path, others: &[&Account]) -> Finding {
+    let (severity, whom) = if others.is_empty() {
+        (
+            Severity::Warn,
+            "No other account logs in or runs a process here today, but any that does later \
+             (a web panel, a container, a second agent) could."
+                .to_owned(),
+        )
+    } else {
+        let names: Vec<&str> = others.iter().take(6).map(|a| a.name.as_str()).collect();
+        (
+            Severity::Critical,
+            format!(
+                "Other local accounts can do so now: {}{}.",
+                names.join(", "),
+                if others.len() > names.len() { ", ..." } else { "" }
+            ),
+        )
+    };
+    Finding::new(
+        ids::GATEWAY_AUTH_NONE,
+        severity,
+        format!("{who} requires no secret (auth mode none)"),
+        format!(
+            "Any process that connects to its loopback port can run commands as its user. \
+             {whom}"
+        ),
+    )
+    .with_remedy([format!(
+        "# remove `mode = \"none\"` from [gateway.auth] in {}, then `molt gateway restart`: \
+         the gateway creates a token and this user's molt CLI uses it",
+        config_path.display()
+    )])
+}
+
+fn gateway_findings(molts: &[MoltInstance], accounts: &[Account], running: &[u32]) -> Vec<Finding> {
     let mut out = Vec::new();
     for m in molts {
         let who = format!("molt profile {}", m.profile);
@@ -736,9 +779,14 @@ fn gateway_findings(molts: &[MoltInstance]) -> Vec<Finding> {
             .iter()
             .filter(|a| proc_net::is_exposed(a.ip()))
             .collect();
-        if c.gateway.auth.mode == AuthMode::None
-            && (!exposed.is_empty() || !c.gateway.bind.is_loopback())
-        {
+        let no_auth = c.auth_source() == AuthSource::None;
+        if no_auth && exposed.is_empty() && c.gateway.bind.is_loopback() {
+            // SAFETY: geteuid(2) cannot fail and has no preconditions.
+            let owner = m.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+            let others = accounts::others(accounts, owner, running);
+            out.push(no_auth_on_loopback(&who, &m.config_path, &others));
+        }
+        if no_auth && (!exposed.is_empty() || !c.gateway.bind.is_loopback()) {
             out.push(
                 Finding::new(
                     ids::GATEWAY_NO_AUTH,
@@ -790,6 +838,7 @@ fn gateway_findings(molts: &[MoltInstance]) -> Vec<Finding> {
         }
         let has_secret = c.gateway.auth.token.is_some() || c.gateway.auth.password.is_some();
         let mut private: Vec<(std::path::PathBuf, bool)> = vec![
+            (molt_config::token_file(&m.state_dir), true),
             (m.state_dir.join("identity/device.json"), true),
             (m.state_dir.join("molt.db"), true),
         ];

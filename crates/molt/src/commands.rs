@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use molt_client::{Client, ClientError, ClientOptions};
-use molt_config::{Config, Paths, Profile};
+use molt_config::{AuthSource, Config, Paths, Profile};
 use molt_gateway::{BuildInfo, EXIT_CONFIG, GatewayOptions};
 use serde_json::{Value, json};
 
@@ -121,12 +121,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 message: e.message,
             })
         }
-        Command::Config(ConfigCommand::Show) => {
+        Command::Config(ConfigCommand::Show { reveal_token }) => {
+            let credential = Credential::resolve(&cli, &ctx);
+            if *reveal_token {
+                return match credential {
+                    Credential::Token { value, .. } => {
+                        println!("{value}");
+                        Ok(())
+                    }
+                    other => Err(Failure::failed(format!(
+                        "no token to reveal: {}",
+                        other.describe()
+                    ))),
+                };
+            }
             println!(
-                "# profile: {}\n# config file: {}\n# state dir: {}",
+                "# profile: {}\n# config file: {}\n# state dir: {}\n# auth: {}",
                 ctx.profile,
                 ctx.config_path.display(),
-                ctx.state_dir.display()
+                ctx.state_dir.display(),
+                credential.describe()
             );
             print!("{}", ctx.config.to_masked_toml(&ctx.profile));
             Ok(())
@@ -206,14 +220,115 @@ fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
         format!("ws://{host}:{}", ctx.config.port(&ctx.profile))
     });
     let mut opts = ClientOptions::new(url);
-    opts.token = cli
-        .token
-        .clone()
-        .or_else(|| ctx.config.gateway.auth.token.clone());
-    opts.password = ctx.config.gateway.auth.password.clone();
+    match Credential::resolve(cli, ctx) {
+        Credential::Token { value, .. } => opts.token = Some(value),
+        Credential::Password => opts.password = ctx.config.gateway.auth.password.clone(),
+        Credential::NotRequired | Credential::Unavailable { .. } => {}
+    }
     opts.identity_file = Some(ctx.state_dir.join("identity").join("device.json"));
     opts.client_version = crate::VERSION.into();
     opts
+}
+
+/// Where a client command's shared secret comes from.
+enum Credential {
+    Token { value: String, from: String },
+    Password,
+    /// `gateway.auth.mode = "none"`.
+    NotRequired,
+    /// The gateway uses its generated token, and this user cannot read it.
+    Unavailable { why: String },
+}
+
+impl Credential {
+    /// `--token`/`MOLT_TOKEN` first, then the config, then the profile's token file.
+    fn resolve(cli: &Cli, ctx: &Context) -> Self {
+        if let Some(t) = cli.token.clone().filter(|t| !t.is_empty()) {
+            return Self::Token {
+                value: t,
+                from: "--token (or MOLT_TOKEN)".into(),
+            };
+        }
+        match ctx.config.auth_source() {
+            AuthSource::None => Self::NotRequired,
+            AuthSource::Token(t) => Self::Token {
+                value: t.to_owned(),
+                from: "gateway.auth.token in the config".into(),
+            },
+            AuthSource::Password(_) => Self::Password,
+            AuthSource::TokenFile => {
+                let path = molt_config::token_file(&ctx.state_dir);
+                match molt_config::read_token_file(&path) {
+                    Ok(value) => Self::Token {
+                        value,
+                        from: format!("the token file {}", path.display()),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::Unavailable {
+                        why: format!(
+                            "no token file at {} (the gateway creates it at its first start)",
+                            path.display()
+                        ),
+                    },
+                    Err(e) => Self::Unavailable {
+                        why: format!("cannot read {}: {e}", path.display()),
+                    },
+                }
+            }
+        }
+    }
+
+    /// One line for `molt config show` and for errors; never the secret itself.
+    fn describe(&self) -> String {
+        match self {
+            Self::Token { from, .. } => format!("token from {from}"),
+            Self::Password => "password from gateway.auth.password".into(),
+            Self::NotRequired => {
+                "none (gateway.auth.mode = \"none\": any local user can connect)".into()
+            }
+            Self::Unavailable { why } => format!("generated token, not readable here: {why}"),
+        }
+    }
+}
+
+/// A client error, with what to do next when the gateway refused our credentials.
+fn client_failure(cli: &Cli, ctx: &Context, e: ClientError) -> Failure {
+    let code = match &e {
+        ClientError::Handshake(shape) => shape
+            .details
+            .as_ref()
+            .and_then(|d| d.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        _ => return Failure::from(e),
+    };
+    if !code.starts_with("AUTH_TOKEN") && !code.starts_with("AUTH_PASSWORD") {
+        return Failure::from(e);
+    }
+    let credential = Credential::resolve(cli, ctx);
+    let fix = match &credential {
+        Credential::Unavailable { why } => format!(
+            "this user has no token for it: {why}.\n\
+             If you own the gateway, run molt as the user that runs it. Otherwise ask the owner \
+             for the token (they print it with `molt config show --reveal-token`) and pass it \
+             with --token or MOLT_TOKEN"
+        ),
+        other => format!(
+            "used the {}.\n\
+             The gateway may use another config or state dir (see `molt config show`); the \
+             owner prints its token with `molt config show --reveal-token`. Pass it with \
+             --token or MOLT_TOKEN",
+            other.describe()
+        ),
+    };
+    let message = match &e {
+        ClientError::Handshake(shape) => format!(
+            "the gateway refused this client: {} ({code})",
+            shape.message
+        ),
+        other => other.to_string(),
+    };
+    Failure::failed(format!("{message}\n{fix}"))
 }
 
 /// The single-threaded runtime a client command runs on.
@@ -235,7 +350,9 @@ pub fn call_gateway(
     let mut opts = client_options(cli, ctx);
     opts.request_timeout = std::time::Duration::from_secs(60);
     rt.block_on(async {
-        let mut c = Client::connect(opts).await?;
+        let mut c = Client::connect(opts)
+            .await
+            .map_err(|e| client_failure(cli, ctx, e))?;
         let r = c.call_once(method, params).await;
         c.close().await;
         Ok(r?)
@@ -245,7 +362,9 @@ pub fn call_gateway(
 fn client_command(cli: &Cli, ctx: &Context) -> Result<(), Failure> {
     let rt = runtime()?;
     rt.block_on(async {
-        let mut client = Client::connect(client_options(cli, ctx)).await?;
+        let mut client = Client::connect(client_options(cli, ctx))
+            .await
+            .map_err(|e| client_failure(cli, ctx, e))?;
         let result = client_call(&mut client, &cli.command).await;
         client.close().await;
         result

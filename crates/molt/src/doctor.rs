@@ -350,8 +350,15 @@ fn check_permissions(d: &Doctor) -> Outcome {
         .map(|(p, _, want)| format!("chmod {want:o} '{}'", p.display()))
         .collect::<Vec<_>>()
         .join(" && ");
+    // The token file is the gateway's key: anyone who reads it drives the gateway.
+    let token_file = molt_config::token_file(&d.ctx.state_dir);
+    let status = if open.iter().any(|(p, _, _)| *p == token_file) {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
     Outcome::bad(
-        Status::Warn,
+        status,
         format!(
             "{} path(s) readable by other users: {}{more}",
             open.len(),

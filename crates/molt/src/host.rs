@@ -536,10 +536,10 @@ pub struct MoltInstance {
 }
 
 impl MoltInstance {
-    /// Clients must authenticate: auth mode token or password with the secret set.
+    /// Clients must authenticate: a token (configured or generated) or a password.
     pub fn configured(&self) -> Option<bool> {
         let c = self.config.as_ref().ok()?;
-        Some(c.gateway.auth.mode != molt_config::AuthMode::None)
+        Some(c.auth_source() != molt_config::AuthSource::None)
     }
 }
 

@@ -39,7 +39,8 @@ pub struct Cli {
     /// Gateway WebSocket URL for client commands (default: from the profile's config).
     #[arg(long, global = true)]
     pub url: Option<String>,
-    /// Gateway token for client commands (default: gateway.auth.token from the config).
+    /// Gateway token for client commands (default: gateway.auth.token from the config, else
+    /// the profile's generated token file).
     #[arg(long, global = true, env = "MOLT_TOKEN")]
     pub token: Option<String>,
     #[command(subcommand)]
@@ -284,7 +285,11 @@ pub enum ServiceCommand {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Print the effective config (defaults, file, MOLT_* overrides), secrets masked.
-    Show,
+    Show {
+        /// Print only the gateway token (configured or generated), for another client.
+        #[arg(long)]
+        reveal_token: bool,
+    },
 }
 
 #[derive(Args, Debug)]
