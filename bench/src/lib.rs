@@ -149,9 +149,14 @@ impl Home {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// `ws://127.0.0.1:<port>` client options without a device identity (no pairing).
+    /// `ws://127.0.0.1:<port>` client options without a device identity (no pairing), with
+    /// the token the gateway generated at its first start (when the config sets no auth).
     pub fn client_options(&self) -> ClientOptions {
         let mut o = ClientOptions::new(format!("ws://127.0.0.1:{}", self.port));
+        let token_file = self.path().join(".local/state/molt/gateway.token");
+        o.token = std::fs::read_to_string(token_file)
+            .ok()
+            .map(|t| t.trim().to_owned());
         o.identity_file = None;
         o.reconnect_for = Duration::ZERO;
         o.request_timeout = Duration::from_secs(30);

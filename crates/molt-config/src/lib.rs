@@ -619,11 +619,7 @@ mod tests {
         let c = load("[gateway.auth]\npassword = \"pw\"\n", &[]).unwrap();
         assert_eq!(c.auth_source(), AuthSource::Password("pw"));
         // An explicit none wins over a stray secret.
-        let c = load(
-            "[gateway.auth]\nmode = \"none\"\ntoken = \"x\"\n",
-            &[],
-        )
-        .unwrap();
+        let c = load("[gateway.auth]\nmode = \"none\"\ntoken = \"x\"\n", &[]).unwrap();
         assert_eq!(c.auth_source(), AuthSource::None);
         // The generated token does not make a public bind acceptable.
         let e = load("[gateway]\nbind = \"0.0.0.0\"\n", &[]).unwrap_err();

@@ -579,6 +579,9 @@ async fn wait_for_exit(pids: &[u32], timeout: Duration) {
     }
 }
 
+/// The listen backlog: connections the kernel completes before the accept loop takes them.
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Binds the listening socket, or adopts one passed by the service manager (`LISTEN_FDS`).
 fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
     if let Some(l) = inherited_listener() {
@@ -597,6 +600,17 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
         };
         GatewayError::fatal(format!("cannot listen on {addr}: {e}{hint}"))
     })?;
+    // std listens with a backlog of 128. Connects beyond it have their SYN dropped and wait
+    // a second for the retry, so a burst (a flood, or many clients reconnecting after a
+    // restart) stalls honest clients too. Linux lets listen(2) raise the backlog of a
+    // listening socket; the kernel caps it at net.core.somaxconn.
+    // SAFETY: listen(2) on a socket this function owns; no memory is involved.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), LISTEN_BACKLOG) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the listen backlog; keeping the default"
+        );
+    }
     Ok(l)
 }
 

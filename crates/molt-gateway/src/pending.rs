@@ -231,7 +231,10 @@ mod tests {
         assert!(!is_shed(&a2) && !is_shed(&a3));
         a2.leave();
         let a4 = pool.admit(a);
-        assert!(!is_shed(&a3) && !is_shed(&a4), "a member that left frees its place");
+        assert!(
+            !is_shed(&a3) && !is_shed(&a4),
+            "a member that left frees its place"
+        );
     }
 
     #[test]

@@ -10,13 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use molt_audit::accounts::{self, Account};
 use molt_audit::agents::{self, TokenStrength};
 use molt_audit::firewall::{
     self, Assessment, FirewallContext, FirewallInputs, Inbound, iptables, nft, ufw,
 };
 use molt_audit::proc_net::{self, Socket, TcpState};
 use molt_audit::{Finding, Severity, docker, fail2ban, findings, sshd};
-use molt_audit::accounts::{self, Account};
 use molt_config::AuthSource;
 use serde_json::{Value, json};
 
@@ -746,7 +746,11 @@ fn no_auth_on_loopback(who: &str, config_path: &Path, others: &[&Account]) -> Fi
             format!(
                 "Other local accounts can do so now: {}{}.",
                 names.join(", "),
-                if others.len() > names.len() { ", ..." } else { "" }
+                if others.len() > names.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             ),
         )
     };

@@ -232,12 +232,17 @@ fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
 
 /// Where a client command's shared secret comes from.
 enum Credential {
-    Token { value: String, from: String },
+    Token {
+        value: String,
+        from: String,
+    },
     Password,
     /// `gateway.auth.mode = "none"`.
     NotRequired,
     /// The gateway uses its generated token, and this user cannot read it.
-    Unavailable { why: String },
+    Unavailable {
+        why: String,
+    },
 }
 
 impl Credential {

@@ -22,7 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn opts(home: &Home) -> ClientOptions {
-    let mut o = ClientOptions::new(format!("ws://127.0.0.1:{}", home.port));
+    let mut o = home.client_options();
     o.identity_file = Some(home.path().join("client-identity.json"));
     o.reconnect_for = Duration::from_secs(20);
     o
@@ -105,12 +105,17 @@ async fn proxied_connect(home: &Home, key: &DeviceKey, device_token: Option<&str
         "role": "operator", "scopes": ["operator.read"],
     }))
     .unwrap();
-    if let Some(t) = device_token {
-        params.auth = Some(molt_protocol::connect::ConnectAuth {
+    // The shared token, unless the device token stands in for it.
+    params.auth = Some(match device_token {
+        Some(t) => molt_protocol::connect::ConnectAuth {
             device_token: Some(t.into()),
             ..Default::default()
-        });
-    }
+        },
+        None => molt_protocol::connect::ConnectAuth {
+            token: Some(home.token()),
+            ..Default::default()
+        },
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -46,6 +46,9 @@ const TOKEN: &str = "conformance-secret-token";
 /// How long any single read waits before the test fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Auth mode `none`, written explicitly: the protocol tests that are not about auth.
+const NO_AUTH: &str = "[gateway.auth]\nmode = \"none\"\n";
+
 fn token_config() -> String {
     format!("[gateway.auth]\nmode = \"token\"\ntoken = \"{TOKEN}\"\n")
 }
@@ -738,7 +741,7 @@ fn gateway(config: &str, name: &'static str) -> (Home, Gateway, Log) {
 
 #[tokio::test]
 async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
-    let (_home, gw, log) = gateway("", "handshake_without_auth");
+    let (_home, gw, log) = gateway(NO_AUTH, "handshake_without_auth");
     let mut c = log.open(gw.port).await;
     let hello = c.hello(params(&["operator.admin"], None)).await;
 
@@ -819,8 +822,75 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
 }
 
 #[tokio::test]
+async fn with_no_auth_configured_the_generated_token_is_required() {
+    let (home, gw, log) = gateway("", "generated_token");
+    let path = home.state_dir().join("gateway.token");
+    let token = std::fs::read_to_string(&path).expect("the gateway created its token file");
+    let token = token.trim();
+    assert_eq!(token.len(), 64, "256 bits as hex: {token:?}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600, "token file mode {mode:o}");
+
+    let mut c = log.open(gw.port).await;
+    let (err, closed) = c.rejected(params(&["operator.admin"], None)).await;
+    assert_eq!(detail_code(&err), "AUTH_TOKEN_MISSING", "{err}");
+    assert_eq!(closed.code, 1008);
+    let mut c = log.open(gw.port).await;
+    let (err, _) = c
+        .rejected(params(
+            &["operator.admin"],
+            Some(json!({ "token": "guess" })),
+        ))
+        .await;
+    assert_eq!(detail_code(&err), "AUTH_TOKEN_MISMATCH", "{err}");
+
+    let mut c = log.open(gw.port).await;
+    let hello = c
+        .hello(params(&["operator.admin"], Some(json!({ "token": token }))))
+        .await;
+    assert_eq!(hello["snapshot"]["authMode"], "token");
+    c.call_ok("health", json!({})).await;
+    assert!(log.finish() >= 3);
+}
+
+#[tokio::test]
+async fn a_loopback_device_without_the_secret_is_neither_paired_nor_admitted() {
+    let (_home, gw, log) = gateway(&token_config(), "no_pairing_without_secret");
+    let key = DeviceKey::from_secret([9u8; 32]);
+    let mut c = log.open(gw.port).await;
+    let nonce = c.nonce.clone();
+    let (err, _) = c
+        .rejected(signed(
+            params(&["operator.admin"], None),
+            &key,
+            &nonce,
+            now_ms(),
+        ))
+        .await;
+    assert_eq!(detail_code(&err), "AUTH_TOKEN_MISSING", "{err}");
+    // Nor does a made-up device token stand in for the secret.
+    let mut c = log.open(gw.port).await;
+    let nonce = c.nonce.clone();
+    let auth = Some(json!({ "deviceToken": "made-up" }));
+    let (err, _) = c
+        .rejected(signed(
+            params(&["operator.admin"], auth),
+            &key,
+            &nonce,
+            now_ms(),
+        ))
+        .await;
+    assert_eq!(detail_code(&err), "AUTH_DEVICE_TOKEN_MISMATCH", "{err}");
+    assert!(log.finish() >= 2);
+}
+
+#[tokio::test]
 async fn protocol_version_mismatch_is_refused_and_closed_with_1002() {
-    let (_home, gw, log) = gateway("", "protocol_version_mismatch");
+    let (_home, gw, log) = gateway(NO_AUTH, "protocol_version_mismatch");
     for (min, max) in [(5, 5), (3, 3)] {
         let mut c = log.open(gw.port).await;
         let mut p = params(&["operator.read"], None);
@@ -838,7 +908,7 @@ async fn protocol_version_mismatch_is_refused_and_closed_with_1002() {
 
 #[tokio::test]
 async fn a_first_request_other_than_connect_is_refused_and_closed_with_1008() {
-    let (_home, gw, log) = gateway("", "missing_connect");
+    let (_home, gw, log) = gateway(NO_AUTH, "missing_connect");
     let mut c = log.open(gw.port).await;
     let id = c.send_req("health", None).await;
     let res = c
@@ -853,7 +923,7 @@ async fn a_first_request_other_than_connect_is_refused_and_closed_with_1008() {
 
 #[tokio::test]
 async fn a_frame_over_the_pre_auth_limit_is_closed_with_1009() {
-    let (_home, gw, log) = gateway("", "pre_auth_frame_limit");
+    let (_home, gw, log) = gateway(NO_AUTH, "pre_auth_frame_limit");
     // Just under 64 KiB is fine...
     let mut c = log.open(gw.port).await;
     let mut p = params(&["operator.read"], None);
@@ -872,7 +942,7 @@ async fn a_frame_over_the_pre_auth_limit_is_closed_with_1009() {
 
 #[tokio::test]
 async fn unknown_fields_in_the_connect_frame_or_its_params_are_refused() {
-    let (_home, gw, log) = gateway("", "unknown_fields_in_connect");
+    let (_home, gw, log) = gateway(NO_AUTH, "unknown_fields_in_connect");
     // In the frame.
     let mut c = log.open(gw.port).await;
     let frame = json!({
@@ -979,7 +1049,7 @@ async fn failed_auth_is_rate_limited_before_the_secret_is_checked() {
 
 #[tokio::test]
 async fn bad_device_signatures_are_refused_with_their_detail_codes() {
-    let (_home, gw, log) = gateway("", "device_signature_failures");
+    let (_home, gw, log) = gateway(NO_AUTH, "device_signature_failures");
     let key = DeviceKey::from_secret([11; 32]);
     let base = || params(&["operator.read"], None);
 
@@ -1318,7 +1388,7 @@ async fn foundation_methods_and_a_task_lifecycle_conform() {
 
 #[tokio::test]
 async fn unknown_methods_and_unknown_fields_after_connect_get_error_frames() {
-    let (_home, gw, log) = gateway("", "unknown_method_and_fields");
+    let (_home, gw, log) = gateway(NO_AUTH, "unknown_method_and_fields");
     let mut c = log.open(gw.port).await;
     c.hello(params(&["operator.admin"], None)).await;
 
@@ -1356,7 +1426,7 @@ async fn unknown_methods_and_unknown_fields_after_connect_get_error_frames() {
 
 #[tokio::test]
 async fn a_missing_scope_is_forbidden_with_missing_scope_details() {
-    let (_home, gw, log) = gateway("", "missing_scope");
+    let (_home, gw, log) = gateway(NO_AUTH, "missing_scope");
     let mut c = log.open(gw.port).await;
     let hello = c.hello(params(&["operator.read"], None)).await;
     assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
@@ -1377,7 +1447,7 @@ async fn a_missing_scope_is_forbidden_with_missing_scope_details() {
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_returns_the_first_result() {
-    let (_home, gw, log) = gateway("", "idempotency");
+    let (_home, gw, log) = gateway(NO_AUTH, "idempotency");
     let mut c = log.open(gw.port).await;
     c.hello(params(&["operator.admin"], None)).await;
     let exec = json!({ "command": "sleep", "args": ["30"], "idempotencyKey": "conf-key-1" });
@@ -1405,7 +1475,7 @@ async fn a_repeated_idempotency_key_returns_the_first_result() {
 
 #[tokio::test]
 async fn sigterm_sends_the_shutdown_event_then_closes_with_1012() {
-    let (home, mut gw, log) = gateway("", "shutdown");
+    let (home, mut gw, log) = gateway(NO_AUTH, "shutdown");
     let mut c = log.open(gw.port).await;
     c.hello(params(&["operator.read"], None)).await;
     c.call_ok("health", json!({})).await;
@@ -1427,7 +1497,7 @@ async fn sigterm_sends_the_shutdown_event_then_closes_with_1012() {
 
 #[tokio::test]
 async fn a_tick_event_arrives_within_the_tick_interval() {
-    let (_home, gw, log) = gateway("", "tick");
+    let (_home, gw, log) = gateway(NO_AUTH, "tick");
     let mut c = log.open(gw.port).await;
     let hello = c.hello(params(&["operator.read"], None)).await;
     let interval = hello["policy"]["tickIntervalMs"].as_u64().expect("tick");

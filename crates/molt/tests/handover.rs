@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use molt_client::{Client, ClientError, ClientOptions};
+use molt_client::{Client, ClientError};
 use serde_json::Value;
 
 fn readyz_pid(home: &Home) -> Option<i64> {
@@ -162,14 +162,10 @@ fn sighup_hands_over_and_requests_coalesce() {
         .enable_all()
         .build()
         .unwrap();
-    let url = format!("ws://127.0.0.1:{}", home.port);
+    let options = home.client_options();
     let results: Vec<Value> = rt.block_on(async {
-        let mut a = Client::connect(ClientOptions::new(url.clone()))
-            .await
-            .unwrap();
-        let mut b = Client::connect(ClientOptions::new(url.clone()))
-            .await
-            .unwrap();
+        let mut a = Client::connect(options.clone()).await.unwrap();
+        let mut b = Client::connect(options.clone()).await.unwrap();
         let second = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             b.call_once("gateway.restart.request", None).await
@@ -238,7 +234,7 @@ fn classify_connect(c: &Counts, e: &ClientError) {
 fn twenty_handovers_under_load_refuse_nothing() {
     let home = Home::new("");
     let _gw = home.start();
-    let url = format!("ws://127.0.0.1:{}", home.port);
+    let options = home.client_options();
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -250,14 +246,14 @@ fn twenty_handovers_under_load_refuse_nothing() {
     let mut workers = Vec::new();
     // Short-lived connections: connect, a few health calls, disconnect; bounded in count.
     for _ in 0..6 {
-        let (c, stop, url) = (counts.clone(), stop.clone(), url.clone());
+        let (c, stop, options) = (counts.clone(), stop.clone(), options.clone());
         workers.push(rt.spawn(async move {
             for _ in 0..20_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 c.connects.fetch_add(1, Ordering::Relaxed);
-                let mut client = match Client::connect(ClientOptions::new(url.clone())).await {
+                let mut client = match Client::connect(options.clone()).await {
                     Ok(cl) => cl,
                     Err(e) => {
                         classify_connect(&c, &e);
@@ -286,13 +282,13 @@ fn twenty_handovers_under_load_refuse_nothing() {
     }
     // Long-lived connections: each must see `shutdown` then 1012 at every handover.
     for _ in 0..4 {
-        let (c, stop, url) = (counts.clone(), stop.clone(), url.clone());
+        let (c, stop, options) = (counts.clone(), stop.clone(), options.clone());
         workers.push(rt.spawn(async move {
             for _ in 0..1_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let mut client = match Client::connect(ClientOptions::new(url.clone())).await {
+                let mut client = match Client::connect(options.clone()).await {
                     Ok(cl) => cl,
                     Err(e) => {
                         classify_connect(&c, &e);
@@ -333,9 +329,7 @@ fn twenty_handovers_under_load_refuse_nothing() {
     rt.block_on(async {
         for i in 0..20 {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let mut c = Client::connect(ClientOptions::new(url.clone()))
-                .await
-                .unwrap();
+            let mut c = Client::connect(options.clone()).await.unwrap();
             let r = c
                 .call_once("gateway.restart.request", None)
                 .await

@@ -1278,7 +1278,7 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
     );
 
     // An operator listens for events across the handover (reconnecting after 1012).
-    let url = format!("ws://127.0.0.1:{}", svc.port());
+    let options = svc.s.client_options();
     let (tx, rx) = std::sync::mpsc::channel::<Value>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let listener = std::thread::spawn(move || {
@@ -1287,11 +1287,11 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            use molt_client::{Client, ClientOptions};
+            use molt_client::Client;
             let deadline = Instant::now() + JOB_DEADLINE;
             let mut first = true;
             while Instant::now() < deadline {
-                let Ok(mut c) = Client::connect(ClientOptions::new(url.clone())).await else {
+                let Ok(mut c) = Client::connect(options.clone()).await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };

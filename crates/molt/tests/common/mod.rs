@@ -143,6 +143,24 @@ impl Home {
         }
     }
 
+    /// The token the gateway generated at its first start (`<state>/gateway.token`).
+    pub fn token(&self) -> String {
+        let path = self.state_dir().join("gateway.token");
+        wait_for("the gateway token file", Duration::from_secs(20), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        })
+    }
+
+    /// Client options for this home's gateway, with its generated token.
+    pub fn client_options(&self) -> molt_client::ClientOptions {
+        let mut o = molt_client::ClientOptions::new(format!("ws://127.0.0.1:{}", self.port));
+        o.token = Some(self.token());
+        o
+    }
+
     pub fn stderr_log(&self) -> String {
         std::fs::read_to_string(self.path().join("gateway.stderr")).unwrap_or_default()
     }
@@ -286,6 +304,21 @@ impl ServiceHome {
 
     pub fn unit(&self) -> String {
         format!("molt-gateway-{}.service", self.profile)
+    }
+
+    /// Client options for this profile's gateway, with the token the owner's CLI reveals.
+    pub fn client_options(&self) -> molt_client::ClientOptions {
+        let path = self
+            .home
+            .path()
+            .join(format!(".local/state/molt-{}/gateway.token", self.profile));
+        wait_for("the gateway token file", Duration::from_secs(20), || {
+            path.exists().then_some(())
+        });
+        let token = self.molt_ok(&["config", "show", "--reveal-token"]);
+        let mut o = molt_client::ClientOptions::new(format!("ws://127.0.0.1:{}", self.home.port));
+        o.token = Some(token.trim().to_owned());
+        o
     }
 
     pub fn unit_file(&self) -> PathBuf {
