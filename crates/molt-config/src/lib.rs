@@ -504,9 +504,9 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "gateway.bind",
                 message: format!(
-                    "refusing to bind {} without configured auth: anyone who can reach it could \
-                     run commands. Set gateway.auth.mode = \"token\" with a gateway.auth.token, \
-                     or bind 127.0.0.1",
+                    "refusing to bind {} without auth: anyone who can reach it could run \
+                     commands, and remote clients have no way to learn the generated token. Set \
+                     gateway.auth.mode = \"token\" with a gateway.auth.token, or bind 127.0.0.1",
                     g.bind
                 ),
             });
@@ -623,7 +623,7 @@ mod tests {
         assert_eq!(c.auth_source(), AuthSource::None);
         // The generated token does not make a public bind acceptable.
         let e = load("[gateway]\nbind = \"0.0.0.0\"\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("configured auth"), "{e}");
+        assert!(e.to_string().contains("generated token"), "{e}");
     }
 
     #[test]
