@@ -138,6 +138,15 @@ impl Home {
         )
     }
 
+    /// Wraps a gateway process this bench spawned itself (say, with other limits).
+    pub fn adopt(&self, child: Child) -> Gateway {
+        Gateway {
+            child: Some(child),
+            port: self.port,
+            home: self.path().to_owned(),
+        }
+    }
+
     /// Spawns the gateway and waits (polling every 2 ms, up to 30 s) for `/readyz` 200.
     pub fn start(&self) -> Gateway {
         let (mut g, _) = self.spawn();

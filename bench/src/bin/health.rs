@@ -1,8 +1,8 @@
 //! `health` round trips: over 1 connection, then over 64 concurrent connections; then the
 //! gateway's memory with 1,000 idle authenticated connections.
 //!
-//! Clients connect without a device identity (no pairing) on loopback, where auth mode
-//! `none` admits them.
+//! Clients connect without a device identity (no pairing) on loopback, with the token the
+//! gateway generated at its first start.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
