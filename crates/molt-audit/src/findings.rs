@@ -86,6 +86,13 @@ pub fn rank(findings: &mut [Finding]) {
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
 }
 
+/// Drops repeats: findings with the same id and title (two gateways of one profile name, say)
+/// are reported once, keeping the first. After [`rank`], that is the most severe.
+pub fn dedup(findings: &mut Vec<Finding>) {
+    let mut seen = std::collections::HashSet::new();
+    findings.retain(|f| seen.insert((f.id, f.title.clone())));
+}
+
 /// The highest severity among `findings`, if any.
 pub fn worst(findings: &[Finding]) -> Option<Severity> {
     findings.iter().map(|f| f.severity).max()
@@ -263,6 +270,21 @@ mod tests {
         assert_eq!(order, ["b", "d", "c", "a"]);
         assert_eq!(worst(&v), Some(Severity::Critical));
         assert_eq!(worst(&[]), None);
+    }
+
+    #[test]
+    fn dedup_keeps_the_most_severe_of_a_repeated_finding() {
+        let title = "the molt profile default gateway runs as root";
+        let mut v = vec![
+            Finding::new("agent.root", Severity::Warn, title, "home /a"),
+            Finding::new("agent.root", Severity::Critical, title, "home /b"),
+            Finding::new("agent.root", Severity::Warn, "another title", ""),
+        ];
+        rank(&mut v);
+        dedup(&mut v);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].severity, Severity::Critical);
+        assert_eq!(v[1].title, "another title");
     }
 
     #[test]

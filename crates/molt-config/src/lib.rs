@@ -21,6 +21,8 @@ pub const DEFAULT_STOP_BUDGET_MS: u64 = 10_000;
 pub const DEFAULT_HANDOVER_DRAIN_CAP_MS: u64 = 600_000;
 /// Default time a new process gets to report ready before a handover is called off.
 pub const DEFAULT_HANDOVER_TIMEOUT_MS: u64 = 30_000;
+/// Default cap on runs that execute at once; more wait queued.
+pub const DEFAULT_MAX_PARALLEL_RUNS: u32 = 64;
 /// Default time a connection has to send a complete HTTP request (nginx's
 /// `client_header_timeout` is 60 s; a gateway's clients are local and quick).
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -201,6 +203,8 @@ pub struct GatewayConfig {
     /// A connection that has not sent a complete HTTP request (the first one, or the next one
     /// on a kept-alive connection) within this time is closed.
     pub header_timeout_ms: u64,
+    /// How many runs execute at once; more wait queued, in order.
+    pub max_parallel_runs: u32,
     /// Cap on connections that have not authenticated yet. `None`: a quarter of the open-file
     /// limit, at most 1024. When full, the oldest idle one is shed to admit a new one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +224,7 @@ impl Default for GatewayConfig {
             handover_drain_cap_ms: DEFAULT_HANDOVER_DRAIN_CAP_MS,
             handover_timeout_ms: DEFAULT_HANDOVER_TIMEOUT_MS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            max_parallel_runs: DEFAULT_MAX_PARALLEL_RUNS,
             max_unauthenticated: None,
             max_unauthenticated_per_address: None,
             auth: AuthConfig::default(),
@@ -325,6 +330,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("gateway.handover_drain_cap_ms", Kind::Millis),
     ("gateway.handover_timeout_ms", Kind::Millis),
     ("gateway.header_timeout_ms", Kind::Millis),
+    ("gateway.max_parallel_runs", Kind::Count),
     ("gateway.max_unauthenticated", Kind::Count),
     ("gateway.max_unauthenticated_per_address", Kind::Count),
     ("gateway.auth.mode", Kind::Mode),
@@ -402,6 +408,9 @@ impl Config {
                 ("gateway.header_timeout_ms", Kind::Millis) => {
                     g.header_timeout_ms = value.parse().map_err(|_| bad("expected milliseconds"))?
                 }
+                ("gateway.max_parallel_runs", Kind::Count) => {
+                    g.max_parallel_runs = value.parse().map_err(|_| bad("expected a count"))?
+                }
                 ("gateway.max_unauthenticated", Kind::Count) => {
                     g.max_unauthenticated =
                         Some(value.parse().map_err(|_| bad("expected a count"))?)
@@ -460,6 +469,7 @@ impl Config {
             });
         }
         for (key, n) in [
+            ("gateway.max_parallel_runs", Some(g.max_parallel_runs)),
             ("gateway.max_unauthenticated", g.max_unauthenticated),
             (
                 "gateway.max_unauthenticated_per_address",
@@ -469,8 +479,7 @@ impl Config {
             if n == Some(0) {
                 return Err(ConfigError::Invalid {
                     key,
-                    message: "0 would refuse every client; use at least 1, or remove the key"
-                        .into(),
+                    message: "0 would admit nothing; use at least 1, or remove the key".into(),
                 });
             }
         }
@@ -638,6 +647,11 @@ mod tests {
         assert_eq!(c.gateway.header_timeout_ms, 2000);
         assert_eq!(c.gateway.max_unauthenticated, Some(64));
         assert_eq!(c.gateway.max_unauthenticated_per_address, Some(8));
+        assert_eq!(c.gateway.max_parallel_runs, DEFAULT_MAX_PARALLEL_RUNS);
+        let c = load("", &[("MOLT_GATEWAY_MAX_PARALLEL_RUNS", "2")]).unwrap();
+        assert_eq!(c.gateway.max_parallel_runs, 2);
+        let e = load("[gateway]\nmax_parallel_runs = 0\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("max_parallel_runs"), "{e}");
         let e = load("[gateway]\nmax_unauthenticated = 0\n", &[]).unwrap_err();
         assert!(e.to_string().contains("max_unauthenticated"), "{e}");
     }

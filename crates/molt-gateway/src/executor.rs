@@ -15,8 +15,6 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::store_handle::StoreHandle;
 
-/// How many runs execute at once. More queued runs wait their turn.
-pub const MAX_PARALLEL_RUNS: usize = 64;
 /// Bytes of combined stdout/stderr kept per step.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
 /// How long the dispatcher sleeps when nothing wakes it, as a safety net for missed wakes.
@@ -49,7 +47,13 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(store: StoreHandle, boot: Boot, profile: Option<String>) -> Arc<Self> {
+    /// `max_parallel` runs execute at once (`gateway.max_parallel_runs`); more wait queued.
+    pub fn new(
+        store: StoreHandle,
+        boot: Boot,
+        profile: Option<String>,
+        max_parallel: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             boot,
@@ -57,7 +61,7 @@ impl Executor {
             admitting: watch::Sender::new(true),
             abort: watch::Sender::new(false),
             wake: Notify::new(),
-            slots: Arc::new(Semaphore::new(MAX_PARALLEL_RUNS)),
+            slots: Arc::new(Semaphore::new(max_parallel.max(1))),
             inflight: Mutex::new(HashMap::new()),
             active: watch::Sender::new(0),
         })

@@ -272,7 +272,12 @@ async fn serve(
     );
     let identity = load_identity(&opts.state_dir)?;
     let store = StoreHandle::new(store);
-    let executor = Executor::new(store.clone(), boot, opts.profile.name().map(str::to_owned));
+    let executor = Executor::new(
+        store.clone(),
+        boot,
+        opts.profile.name().map(str::to_owned),
+        opts.config.gateway.max_parallel_runs as usize,
+    );
 
     let g = &opts.config.gateway;
     let port = opts.config.port(&opts.profile);

@@ -182,6 +182,7 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> Result<(), Failure> {
     }
 
     findings::rank(&mut out);
+    findings::dedup(&mut out);
     let worst = findings::worst(&out);
     let code = match worst {
         Some(Severity::Critical) => 2,

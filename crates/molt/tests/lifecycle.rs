@@ -346,3 +346,28 @@ fn a_closed_stdout_pipe_ends_a_cli_quietly() {
         );
     }
 }
+
+#[test]
+fn max_parallel_runs_holds_the_rest_queued() {
+    let home = Home::new("[gateway]\nmax_parallel_runs = 1\n");
+    let _gw = home.start();
+    let first = exec(&home, "first", &["sleep".into(), "30".into()]);
+    wait_for("the first run", Duration::from_secs(10), || {
+        (state_of(&home, &first) == "running").then_some(())
+    });
+    let second = exec(&home, "second", &["true".into()]);
+    // Without the cap, `true` would finish within milliseconds: watch it stay queued for a
+    // while (bounded in time and count) while the first holds the only slot.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(2);
+    for _ in 0..200 {
+        if std::time::Instant::now() >= watch_until {
+            break;
+        }
+        assert_eq!(state_of(&home, &second), "queued");
+    }
+    assert_eq!(state_of(&home, &first), "running");
+    home.cli_ok(&["tasks", "cancel", &first]);
+    wait_for("the second run", Duration::from_secs(10), || {
+        (state_of(&home, &second) == "succeeded").then_some(())
+    });
+}
