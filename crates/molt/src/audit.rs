@@ -785,13 +785,13 @@ fn gateway_findings(molts: &[MoltInstance], accounts: &[Account], running: &[u32
             .filter(|a| proc_net::is_exposed(a.ip()))
             .collect();
         let no_auth = c.auth_source() == AuthSource::None;
-        if no_auth && exposed.is_empty() && c.gateway.bind.is_loopback() {
+        let loopback_only = exposed.is_empty() && c.gateway.bind.is_loopback();
+        if no_auth && loopback_only {
             // SAFETY: geteuid(2) cannot fail and has no preconditions.
             let owner = m.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
             let others = accounts::others(accounts, owner, running);
             out.push(no_auth_on_loopback(&who, &m.config_path, &others));
-        }
-        if no_auth && (!exposed.is_empty() || !c.gateway.bind.is_loopback()) {
+        } else if no_auth {
             out.push(
                 Finding::new(
                     ids::GATEWAY_NO_AUTH,

@@ -222,7 +222,7 @@ fn client_options(cli: &Cli, ctx: &Context) -> ClientOptions {
     let mut opts = ClientOptions::new(url);
     match Credential::resolve(cli, ctx) {
         Credential::Token { value, .. } => opts.token = Some(value),
-        Credential::Password => opts.password = ctx.config.gateway.auth.password.clone(),
+        Credential::Password { value } => opts.password = Some(value),
         Credential::NotRequired | Credential::Unavailable { .. } => {}
     }
     opts.identity_file = Some(ctx.state_dir.join("identity").join("device.json"));
@@ -236,7 +236,9 @@ enum Credential {
         value: String,
         from: String,
     },
-    Password,
+    Password {
+        value: String,
+    },
     /// `gateway.auth.mode = "none"`.
     NotRequired,
     /// The gateway uses its generated token, and this user cannot read it.
@@ -260,7 +262,9 @@ impl Credential {
                 value: t.to_owned(),
                 from: "gateway.auth.token in the config".into(),
             },
-            AuthSource::Password(_) => Self::Password,
+            AuthSource::Password(p) => Self::Password {
+                value: p.to_owned(),
+            },
             AuthSource::TokenFile => {
                 let path = molt_config::token_file(&ctx.state_dir);
                 match molt_config::read_token_file(&path) {
@@ -286,7 +290,7 @@ impl Credential {
     fn describe(&self) -> String {
         match self {
             Self::Token { from, .. } => format!("token from {from}"),
-            Self::Password => "password from gateway.auth.password".into(),
+            Self::Password { .. } => "password from gateway.auth.password".into(),
             Self::NotRequired => {
                 "none (gateway.auth.mode = \"none\": any local user can connect)".into()
             }
@@ -297,16 +301,15 @@ impl Credential {
 
 /// A client error, with what to do next when the gateway refused our credentials.
 fn client_failure(cli: &Cli, ctx: &Context, e: ClientError) -> Failure {
-    let code = match &e {
-        ClientError::Handshake(shape) => shape
-            .details
-            .as_ref()
-            .and_then(|d| d.get("code"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        _ => return Failure::from(e),
+    let ClientError::Handshake(shape) = &e else {
+        return Failure::from(e);
     };
+    let code = shape
+        .details
+        .as_ref()
+        .and_then(|d| d.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !code.starts_with("AUTH_TOKEN") && !code.starts_with("AUTH_PASSWORD") {
         return Failure::from(e);
     }
@@ -326,14 +329,10 @@ fn client_failure(cli: &Cli, ctx: &Context, e: ClientError) -> Failure {
             other.describe()
         ),
     };
-    let message = match &e {
-        ClientError::Handshake(shape) => format!(
-            "the gateway refused this client: {} ({code})",
-            shape.message
-        ),
-        other => other.to_string(),
-    };
-    Failure::failed(format!("{message}\n{fix}"))
+    Failure::failed(format!(
+        "the gateway refused this client: {} ({code})\n{fix}",
+        shape.message
+    ))
 }
 
 /// The single-threaded runtime a client command runs on.
