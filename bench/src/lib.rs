@@ -116,6 +116,11 @@ impl Home {
     /// Spawns `molt gateway run` (stderr to `$HOME/gateway.stderr`) without waiting.
     /// Returns the handle and the instant just before the exec.
     pub fn spawn(&self) -> (Gateway, Instant) {
+        self.spawn_with(|_| {})
+    }
+
+    /// As [`Home::spawn`], with `configure` applied to the command first (limits, say).
+    pub fn spawn_with(&self, configure: impl FnOnce(&mut Command)) -> (Gateway, Instant) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -126,6 +131,7 @@ impl Home {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        configure(&mut cmd);
         let t0 = Instant::now();
         let child = cmd.spawn().expect("spawn molt gateway run");
         (
@@ -136,15 +142,6 @@ impl Home {
             },
             t0,
         )
-    }
-
-    /// Wraps a gateway process this bench spawned itself (say, with other limits).
-    pub fn adopt(&self, child: Child) -> Gateway {
-        Gateway {
-            child: Some(child),
-            port: self.port,
-            home: self.path().to_owned(),
-        }
     }
 
     /// Spawns the gateway and waits (polling every 2 ms, up to 30 s) for `/readyz` 200.

@@ -6,7 +6,6 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use molt_bench::{Gateway, Home, http_status, mib, ms, print_header, proc_status_kib};
@@ -17,30 +16,21 @@ const PROBES: usize = 20;
 const CLI_CALLS: usize = 5;
 
 fn spawn_limited(home: &Home) -> Gateway {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.log_path())
-        .expect("open gateway.stderr");
-    let mut cmd = home.cmd();
-    cmd.args(["gateway", "run"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: GATEWAY_NOFILE,
-                rlim_max: GATEWAY_NOFILE,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut g = home.adopt(cmd.spawn().expect("spawn molt gateway run"));
+    let (mut g, _) = home.spawn_with(|cmd| {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: GATEWAY_NOFILE,
+                    rlim_max: GATEWAY_NOFILE,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
     g.wait_ready(Duration::from_secs(30), Duration::from_millis(5));
     g
 }

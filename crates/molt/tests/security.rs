@@ -287,32 +287,21 @@ fn raise_own_nofile(n: u64) {
 
 /// Spawns the home's gateway with its open-file limit (soft and hard) at `nofile`.
 fn spawn_with_nofile(home: &Home, nofile: u64) -> Gateway {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.path().join("gateway.stderr"))
-        .unwrap();
-    let mut cmd = home.cmd();
-    cmd.args(["gateway", "run"])
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: nofile,
-                rlim_max: nofile,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let g = Gateway {
-        child: Some(cmd.spawn().unwrap()),
-        port: home.port,
-    };
+    let g = home.spawn_with(&[], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
     g.wait_ready();
     g
 }

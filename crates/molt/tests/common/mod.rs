@@ -124,19 +124,23 @@ impl Home {
 
     /// Spawns `molt gateway run` with extra args, without waiting.
     pub fn spawn(&self, extra: &[&str]) -> Gateway {
+        self.spawn_with(extra, |_| {})
+    }
+
+    /// As [`Home::spawn`], with `configure` applied to the command first (limits, say).
+    pub fn spawn_with(&self, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Gateway {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path().join("gateway.stderr"))
             .unwrap();
-        let child = self
-            .cmd()
-            .args(["gateway", "run"])
+        let mut cmd = self.cmd();
+        cmd.args(["gateway", "run"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gateway");
+            .stderr(log);
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("spawn gateway");
         Gateway {
             child: Some(child),
             port: self.port,
