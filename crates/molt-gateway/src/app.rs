@@ -7,34 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use molt_protocol::handshake::AuthPolicy;
+use molt_protocol::methods::system::Probe;
 use molt_store::Boot;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::BuildInfo;
-use crate::executor::Executor;
 use crate::store_handle::StoreHandle;
 
 /// Where the process is in its life. `/readyz` is 200 only in `Serving`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Starting,
-    Serving,
-    /// A successor serves; this process drains and exits.
-    HandingOver,
-    Stopping,
-}
-
-impl Lifecycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Serving => "serving",
-            Self::HandingOver => "handing-over",
-            Self::Stopping => "stopping",
-        }
-    }
-}
+pub use molt_protocol::methods::system::GatewayState as Lifecycle;
 
 /// A message for one connection's writer.
 #[derive(Debug)]
@@ -84,48 +66,30 @@ impl RateLimiter {
     }
 }
 
-/// Shared gateway state.
+/// What every connection shares: who this process is, its lifecycle, the store, auth, and
+/// the connected clients. Subsystems and the handover keep their own state and are reached
+/// through the router, not through here.
 pub struct App {
     pub build: BuildInfo,
-    pub profile: String,
     pub pid: u32,
     pub boot: Boot,
     pub started: Instant,
     pub started_at_ms: u64,
-    pub port: u16,
-    pub stop_budget_ms: u64,
     pub lifecycle: watch::Sender<Lifecycle>,
     pub store: StoreHandle,
-    pub executor: Arc<Executor>,
     pub auth: AuthPolicy,
-    pub log_file: PathBuf,
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     /// The gateway's own device identity (`gateway.identity.get`).
     pub identity: molt_protocol::device::DeviceKey,
     pub peers: Mutex<HashMap<String, Peer>>,
     pub limiter: Mutex<RateLimiter>,
-    pub notifier: crate::notify::Notifier,
-    /// `~/.local/share/molt[-P]`: where `current` lives.
-    pub share_dir: PathBuf,
-    /// A duplicate of the listening socket, kept to pass on to a successor.
-    pub listener: std::net::TcpListener,
-    /// The state lock's fd, passed on to a successor (flock is shared across the fork).
-    pub lock_fd: i32,
     /// `false` once a successor accepts: the accept loop ends.
     pub accepting: watch::Sender<bool>,
-    pub handover_timeout_ms: u64,
-    pub handover_drain_cap_ms: u64,
     /// Open WebSocket connections, counted until their writer has flushed the close.
     pub connections: watch::Sender<usize>,
     /// Accepted HTTP connections still being served (an upgrade ends the HTTP part).
     pub http_connections: watch::Sender<usize>,
-    /// The handover in progress or completed, shared by requests that coalesce into it.
-    pub handover: Mutex<Option<watch::Receiver<Option<crate::handover::Outcome>>>>,
-    /// `[update]`: where `update.run` takes releases from, and whether keys are trusted.
-    pub update: molt_config::UpdateConfig,
-    /// The profile's name, for the `--profile` of the updater this gateway starts.
-    pub profile_name: Option<String>,
     /// Connections that have not authenticated yet (capped; see `pending.rs`).
     pub pending: Arc<crate::pending::Pending>,
 }
@@ -162,16 +126,39 @@ impl App {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The body of `/healthz` and `/readyz`.
-    pub fn probe_body(&self) -> Value {
-        json!({
+    /// The body of `/healthz` and `/readyz`, and the start of `health` and `status`.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            version: self.build.version.clone(),
+            build_id: self.build.build_id.clone(),
+            pid: self.pid,
+            boot_epoch: self.boot.epoch,
+            state: self.state(),
+            uptime_ms: self.uptime_ms(),
+        }
+    }
+
+    /// Presence entries: this gateway, up to `limit` connected clients, and `extra` (a client
+    /// being admitted).
+    pub fn presence(&self, extra: Option<&Value>, limit: usize) -> Vec<Value> {
+        let mut list = vec![json!({
+            "ts": now_ms(),
+            "host": hostname(),
             "version": self.build.version,
-            "buildId": self.build.build_id,
-            "pid": self.pid,
-            "bootEpoch": self.boot.epoch,
-            "state": self.state().as_str(),
-            "uptimeMs": self.uptime_ms(),
-        })
+            "platform": std::env::consts::OS,
+            "mode": "gateway",
+            "reason": "self",
+        })];
+        list.extend(
+            self.peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .take(limit)
+                .map(|p| p.presence.clone()),
+        );
+        list.extend(extra.cloned());
+        list
     }
 
     /// Sends an event to every authenticated client. A client whose queue is full is closed
@@ -190,6 +177,14 @@ impl App {
             }
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 async fn wait_zero(counter: &watch::Sender<usize>, timeout: Duration) -> bool {

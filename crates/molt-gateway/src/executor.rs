@@ -13,7 +13,10 @@ use molt_store::{Boot, ExecSpec, RunId, RunState, StepOutcome, StepRecord, StepS
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Notify, Semaphore, watch};
 
+use futures_util::future::BoxFuture;
+
 use crate::store_handle::StoreHandle;
+use crate::subsystem::Subsystem;
 
 /// Bytes of combined stdout/stderr kept per step.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
@@ -67,39 +70,14 @@ impl Executor {
         })
     }
 
-    /// Starts the dispatcher on the current runtime.
-    pub fn start(self: &Arc<Self>) {
-        let me = self.clone();
-        tokio::spawn(async move { me.dispatch().await });
-    }
-
     /// Tells the dispatcher new work may be queued.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
 
-    /// Number of runs executing a step in this process.
-    pub fn active(&self) -> usize {
-        *self.active.borrow()
-    }
-
-    /// Stops claiming runs and starting steps. Steps already running go on.
-    pub fn close_admission(&self) {
-        self.admitting.send_replace(false);
-        self.wake.notify_one();
-    }
-
-    /// Kills every in-flight step; each is re-queued with its attempt count kept.
-    pub fn abort_all(&self) {
-        self.abort.send_replace(true);
-    }
-
-    /// Waits until no run executes here, or `timeout` passes. Returns whether it went idle.
-    pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let mut rx = self.active.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
-            .await
-            .is_ok()
+    /// The store the runs live in.
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
     }
 
     /// Cancels a run executing here. Returns false if it does not execute in this process.
@@ -403,4 +381,39 @@ fn spawn_tail_reader(
             }
         }
     })
+}
+
+/// The run executor is the first subsystem: its in-flight work is the set of steps running
+/// in this process; every one is checkpointed, so aborting one only re-queues it.
+impl Subsystem for Executor {
+    fn name(&self) -> &'static str {
+        "runs"
+    }
+
+    fn start(self: Arc<Self>) {
+        tokio::spawn(async move { self.dispatch().await });
+    }
+
+    fn close_admission(&self) {
+        self.admitting.send_replace(false);
+        self.wake.notify_one();
+    }
+
+    fn in_flight(&self) -> usize {
+        *self.active.borrow()
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        let mut rx = self.active.subscribe();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+                .await
+                .is_ok()
+        })
+    }
+
+    /// Kills every in-flight step; each is re-queued with its attempt count kept.
+    fn abort(&self) {
+        self.abort.send_replace(true);
+    }
 }

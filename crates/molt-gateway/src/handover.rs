@@ -23,28 +23,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use molt_protocol::methods::system::{HandoverRecord, HandoverResult};
+pub use molt_protocol::methods::system::{HandoverReport, Successor};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::app::{App, Lifecycle, now_ms};
+use crate::notify::Notifier;
 
 const FD_LISTENER: RawFd = 3;
 const FD_CONTROL: RawFd = 4;
 const FD_LOCK: RawFd = 5;
 const ENV_HANDOVER: &str = "MOLT_HANDOVER";
 const ENV_PARENT_EPOCH: &str = "MOLT_HANDOVER_PARENT_EPOCH";
-
-/// What the new process reports when it is ready to take over.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Successor {
-    pub pid: u32,
-    pub version: String,
-    pub build_id: String,
-    pub boot_epoch: i64,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,19 +49,6 @@ enum ChildMsg {
 #[serde(rename_all = "lowercase")]
 enum ParentMsg {
     Go(bool),
-}
-
-/// A completed handover, as reported to requesters and kept in the store.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct HandoverReport {
-    pub started_at_ms: u64,
-    pub from_pid: u32,
-    pub from_version: String,
-    pub from_build_id: String,
-    pub to: Successor,
-    /// From the request until the new process accepts.
-    pub duration_ms: u64,
 }
 
 /// The outcome shared by every request that joined one handover.
@@ -145,224 +124,268 @@ fn send_line<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
 // Parent side
 // ---------------------------------------------------------------------------------------
 
-/// Starts a handover, or joins the one in progress (or just completed: the old process then
-/// only drains, so every later request gets the same report). Returns the outcome and
-/// whether this request was coalesced into another.
-pub async fn request(app: &Arc<App>) -> (Outcome, bool) {
-    let (mut rx, coalesced) = {
-        let mut slot = app.handover.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
-            Some(rx) => (rx.clone(), true),
-            None if app.state() != Lifecycle::Serving => {
-                return (
-                    Err(format!("the gateway is {}", app.state().as_str())),
-                    false,
-                );
-            }
-            None => {
-                let (tx, rx) = watch::channel::<Option<Outcome>>(None);
-                *slot = Some(rx.clone());
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let outcome = perform(&app).await;
-                    if outcome.is_err() {
-                        // A failed attempt leaves nothing behind; the next request tries anew.
-                        *app.handover.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    }
-                    tx.send_replace(Some(outcome));
-                });
-                (rx, false)
-            }
+/// What the serving process needs to hand over to a successor.
+pub struct Handover {
+    pub app: Arc<App>,
+    pub notifier: Notifier,
+    /// `~/.local/share/molt[-P]`: where `current` lives.
+    pub share_dir: PathBuf,
+    /// A duplicate of the listening socket, kept to pass on to a successor.
+    pub listener: TcpListener,
+    /// The state lock's fd, passed on to a successor (flock is shared across the fork).
+    pub lock_fd: RawFd,
+    /// How long a successor has to report ready.
+    pub timeout: Duration,
+    /// The handover in progress or completed, shared by requests that coalesce into it.
+    slot: std::sync::Mutex<Option<watch::Receiver<Option<Outcome>>>>,
+}
+
+impl Handover {
+    pub fn new(
+        app: Arc<App>,
+        notifier: Notifier,
+        share_dir: PathBuf,
+        listener: TcpListener,
+        lock_fd: RawFd,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            app,
+            notifier,
+            share_dir,
+            listener,
+            lock_fd,
+            timeout,
+            slot: std::sync::Mutex::new(None),
         }
-    };
-    let outcome = match rx.wait_for(Option::is_some).await {
-        Ok(v) => v.clone().unwrap_or_else(|| Err("handover vanished".into())),
-        Err(_) => Err("the handover task ended without a result".into()),
-    };
-    (outcome, coalesced)
-}
-
-/// The binary to hand over to: what `current` points to, else this binary.
-fn successor_binary(app: &App) -> PathBuf {
-    let current = app.share_dir.join("current").join("molt");
-    if current.exists() {
-        return current;
     }
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
-}
 
-async fn perform(app: &Arc<App>) -> Outcome {
-    let t0 = Instant::now();
-    let started_at_ms = now_ms();
-    let binary = successor_binary(app);
-    tracing::info!(binary = %binary.display(), "handover: spawning the successor");
-    let outcome = run_child(app, &binary, t0).await;
-    let record = match &outcome {
-        Ok(to) => Ok(HandoverReport {
+    /// Starts a handover, or joins the one in progress (or just completed: the old process then
+    /// only drains, so every later request gets the same report). Returns the outcome and
+    /// whether this request was coalesced into another.
+    pub async fn request(self: &Arc<Self>) -> (Outcome, bool) {
+        let app = &self.app;
+        let (mut rx, coalesced) = {
+            let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(rx) => (rx.clone(), true),
+                None if app.state() != Lifecycle::Serving => {
+                    return (
+                        Err(format!("the gateway is {}", app.state().as_str())),
+                        false,
+                    );
+                }
+                None => {
+                    let (tx, rx) = watch::channel::<Option<Outcome>>(None);
+                    *slot = Some(rx.clone());
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let outcome = me.perform().await;
+                        if outcome.is_err() {
+                            // A failed attempt leaves nothing behind; the next request tries anew.
+                            *me.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        }
+                        tx.send_replace(Some(outcome));
+                    });
+                    (rx, false)
+                }
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_else(|| Err("handover vanished".into())),
+            Err(_) => Err("the handover task ended without a result".into()),
+        };
+        (outcome, coalesced)
+    }
+
+    /// The binary to hand over to: what `current` points to, else this binary.
+    fn successor_binary(&self) -> PathBuf {
+        let current = self.share_dir.join("current").join("molt");
+        if current.exists() {
+            return current;
+        }
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+    }
+
+    async fn perform(&self) -> Outcome {
+        let app = &self.app;
+        let t0 = Instant::now();
+        let started_at_ms = now_ms();
+        let binary = self.successor_binary();
+        tracing::info!(binary = %binary.display(), "handover: spawning the successor");
+        let outcome = self.run_child(&binary, t0).await;
+        let record = match &outcome {
+            Ok(to) => Ok(HandoverReport {
+                started_at_ms,
+                from_pid: app.pid,
+                from_version: app.build.version.clone(),
+                from_build_id: app.build.build_id.clone(),
+                to: to.clone(),
+                duration_ms: t0.elapsed().as_millis() as u64,
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        let stored = HandoverRecord {
             started_at_ms,
             from_pid: app.pid,
             from_version: app.build.version.clone(),
-            from_build_id: app.build.build_id.clone(),
-            to: to.clone(),
             duration_ms: t0.elapsed().as_millis() as u64,
-        }),
-        Err(e) => Err(e.clone()),
-    };
-    let stored = json!({
-        "startedAtMs": started_at_ms,
-        "fromPid": app.pid,
-        "fromVersion": app.build.version,
-        "durationMs": t0.elapsed().as_millis() as u64,
-        "result": if record.is_ok() { "ok" } else { "failed" },
-        "to": record.as_ref().ok().map(|r| &r.to),
-        "error": record.as_ref().err(),
-    });
-    let text = stored.to_string();
-    if let Err(e) = app
-        .store
-        .call(move |s| s.set_meta("last_handover", &text))
-        .await
-    {
-        tracing::warn!(error = %e, "cannot record the handover");
-    }
-    match &record {
-        Ok(r) => tracing::info!(
-            to_pid = r.to.pid,
-            to_version = %r.to.version,
-            duration_ms = r.duration_ms,
-            "handover: the successor serves; draining"
-        ),
-        Err(e) => tracing::error!(error = %e, "handover failed; still serving"),
-    }
-    record
-}
-
-/// Spawns the successor and takes it through ready → go. On any failure the child is killed
-/// and this process goes on serving.
-async fn run_child(app: &Arc<App>, binary: &PathBuf, t0: Instant) -> Result<Successor, String> {
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| format!("cannot create the control socket: {e}"))?;
-    let fds = [
-        (app.listener.as_raw_fd(), FD_LISTENER),
-        (theirs.as_raw_fd(), FD_CONTROL),
-        (app.lock_fd, FD_LOCK),
-    ];
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(std::env::args_os().skip(1))
-        .env(ENV_HANDOVER, "1")
-        .env(ENV_PARENT_EPOCH, app.boot.epoch.to_string())
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        // systemd names our pid here; the successor becomes the main pid and must keep
-        // feeding the watchdog.
-        .env_remove("WATCHDOG_PID")
-        .kill_on_drop(false);
-    // SAFETY: the closure only calls fcntl(2), dup2(2), setpgid(2), fork(2) and _exit(2), on
-    // fds that stay open in the parent for the whole spawn.
-    // - Every source is first copied above the targets, so placing one cannot clobber another
-    //   that happens to sit at 3-5; dup2 leaves the placed fds without CLOEXEC, so only these
-    //   three reach the successor.
-    // - Then it forks once more and the intermediate exits: the successor is re-parented to
-    //   the service manager (a child subreaper), so its `MAINPID=` is the manager's own child.
-    //   systemd does not wait for an "alien" main pid at stop, and with KillMode=mixed would
-    //   go straight to SIGKILL.
-    // - The intermediate makes itself a process group the successor inherits, so a successor
-    //   that hangs before ready can still be killed: kill(-pgid).
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut high = [0; 3];
-            for (i, (from, _)) in fds.iter().enumerate() {
-                high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, (_, to)) in fds.iter().enumerate() {
-                if libc::dup2(high[i], *to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if libc::setpgid(0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => Err(std::io::Error::last_os_error()),
-                0 => Ok(()),
-                _ => libc::_exit(0),
-            }
-        });
-    }
-    // Returns once the successor has exec'd (or failed to).
-    let mut intermediate = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    drop(theirs);
-    let pgid = intermediate.id().unwrap_or(0) as i32;
-    let kill_successor = || {
-        if pgid > 0 {
-            // SAFETY: kill(2) has no memory-safety preconditions; the group is the
-            // successor's alone.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(5), intermediate.wait()).await {
-        Ok(Ok(s)) if s.success() => {}
-        other => {
-            kill_successor();
-            return Err(format!(
-                "cannot start {}: the spawn helper ended with {other:?}",
-                binary.display()
-            ));
-        }
-    }
-    ours.set_nonblocking(true)
-        .map_err(|e| format!("control socket: {e}"))?;
-    let control =
-        tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control socket: {e}"))?;
-    let (read_half, mut write_half) = control.into_split();
-    let mut lines = tokio::io::BufReader::new(read_half).lines();
-    let timeout = Duration::from_millis(app.handover_timeout_ms);
-    let what = format!("the new process ({}, group {pgid})", binary.display());
-
-    let ready = tokio::select! {
-        line = lines.next_line() => match line {
-            Ok(Some(l)) => match serde_json::from_str::<ChildMsg>(&l) {
-                Ok(ChildMsg::Ready(s)) => Ok(s),
-                Ok(ChildMsg::Error(e)) => Err(format!("{what} failed its checks: {e}")),
-                Err(e) => Err(format!("{what} sent garbage on the control socket: {e}")),
+            result: if record.is_ok() {
+                HandoverResult::Ok
+            } else {
+                HandoverResult::Failed
             },
-            // Its end of the control socket closes only when it dies.
-            Ok(None) | Err(_) => Err(format!("{what} exited before taking over")),
-        },
-        _ = tokio::time::sleep(timeout) => Err(format!(
-            "{what} did not report ready within {} ms", timeout.as_millis()
-        )),
-    };
-    let successor = match ready {
-        Ok(s) => s,
-        Err(e) => {
-            kill_successor();
-            return Err(e);
+            to: record.as_ref().ok().map(|r| r.to.clone()),
+            error: record.as_ref().err().cloned(),
+        };
+        let text = serde_json::to_string(&stored).unwrap_or_default();
+        if let Err(e) = app
+            .store
+            .call(move |s| s.set_meta("last_handover", &text))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the handover");
         }
-    };
-    // From here the child serves: stop accepting, then tell it to go. Pending connections
-    // wait in the shared backlog in between; none is refused.
-    app.accepting.send_replace(false);
-    let go = serde_json::to_string(&ParentMsg::Go(true)).map_err(|e| e.to_string())? + "\n";
-    if let Err(e) = write_half.write_all(go.as_bytes()).await {
-        // The child is gone after being ready: take serving back.
-        app.accepting.send_replace(true);
-        kill_successor();
-        return Err(format!("{what} went away before go: {e}"));
+        match &record {
+            Ok(r) => tracing::info!(
+                to_pid = r.to.pid,
+                to_version = %r.to.version,
+                duration_ms = r.duration_ms,
+                "handover: the successor serves; draining"
+            ),
+            Err(e) => tracing::error!(error = %e, "handover failed; still serving"),
+        }
+        record
     }
-    app.notifier.notify(&format!("MAINPID={}", successor.pid));
-    tracing::info!(
-        child = successor.pid,
-        elapsed_ms = t0.elapsed().as_millis() as u64,
-        "handover: new process accepting"
-    );
-    app.lifecycle.send_replace(Lifecycle::HandingOver);
-    Ok(successor)
+
+    /// Spawns the successor and takes it through ready → go. On any failure the child is killed
+    /// and this process goes on serving.
+    async fn run_child(&self, binary: &PathBuf, t0: Instant) -> Result<Successor, String> {
+        let app = &self.app;
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| format!("cannot create the control socket: {e}"))?;
+        let fds = [
+            (self.listener.as_raw_fd(), FD_LISTENER),
+            (theirs.as_raw_fd(), FD_CONTROL),
+            (self.lock_fd, FD_LOCK),
+        ];
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(std::env::args_os().skip(1))
+            .env(ENV_HANDOVER, "1")
+            .env(ENV_PARENT_EPOCH, app.boot.epoch.to_string())
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            // systemd names our pid here; the successor becomes the main pid and must keep
+            // feeding the watchdog.
+            .env_remove("WATCHDOG_PID")
+            .kill_on_drop(false);
+        // SAFETY: the closure only calls fcntl(2), dup2(2), setpgid(2), fork(2) and _exit(2), on
+        // fds that stay open in the parent for the whole spawn.
+        // - Every source is first copied above the targets, so placing one cannot clobber another
+        //   that happens to sit at 3-5; dup2 leaves the placed fds without CLOEXEC, so only these
+        //   three reach the successor.
+        // - Then it forks once more and the intermediate exits: the successor is re-parented to
+        //   the service manager (a child subreaper), so its `MAINPID=` is the manager's own child.
+        //   systemd does not wait for an "alien" main pid at stop, and with KillMode=mixed would
+        //   go straight to SIGKILL.
+        // - The intermediate makes itself a process group the successor inherits, so a successor
+        //   that hangs before ready can still be killed: kill(-pgid).
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut high = [0; 3];
+                for (i, (from, _)) in fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, (_, to)) in fds.iter().enumerate() {
+                    if libc::dup2(high[i], *to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setpgid(0, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                match libc::fork() {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    0 => Ok(()),
+                    _ => libc::_exit(0),
+                }
+            });
+        }
+        // Returns once the successor has exec'd (or failed to).
+        let mut intermediate = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        drop(theirs);
+        let pgid = intermediate.id().unwrap_or(0) as i32;
+        let kill_successor = || {
+            if pgid > 0 {
+                // SAFETY: kill(2) has no memory-safety preconditions; the group is the
+                // successor's alone.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), intermediate.wait()).await {
+            Ok(Ok(s)) if s.success() => {}
+            other => {
+                kill_successor();
+                return Err(format!(
+                    "cannot start {}: the spawn helper ended with {other:?}",
+                    binary.display()
+                ));
+            }
+        }
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("control socket: {e}"))?;
+        let control =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control socket: {e}"))?;
+        let (read_half, mut write_half) = control.into_split();
+        let mut lines = tokio::io::BufReader::new(read_half).lines();
+        let timeout = self.timeout;
+        let what = format!("the new process ({}, group {pgid})", binary.display());
+
+        let ready = tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(l)) => match serde_json::from_str::<ChildMsg>(&l) {
+                    Ok(ChildMsg::Ready(s)) => Ok(s),
+                    Ok(ChildMsg::Error(e)) => Err(format!("{what} failed its checks: {e}")),
+                    Err(e) => Err(format!("{what} sent garbage on the control socket: {e}")),
+                },
+                // Its end of the control socket closes only when it dies.
+                Ok(None) | Err(_) => Err(format!("{what} exited before taking over")),
+            },
+            _ = tokio::time::sleep(timeout) => Err(format!(
+                "{what} did not report ready within {} ms", timeout.as_millis()
+            )),
+        };
+        let successor = match ready {
+            Ok(s) => s,
+            Err(e) => {
+                kill_successor();
+                return Err(e);
+            }
+        };
+        // From here the child serves: stop accepting, then tell it to go. Pending connections
+        // wait in the shared backlog in between; none is refused.
+        app.accepting.send_replace(false);
+        let go = serde_json::to_string(&ParentMsg::Go(true)).map_err(|e| e.to_string())? + "\n";
+        if let Err(e) = write_half.write_all(go.as_bytes()).await {
+            // The child is gone after being ready: take serving back.
+            app.accepting.send_replace(true);
+            kill_successor();
+            return Err(format!("{what} went away before go: {e}"));
+        }
+        self.notifier.notify(&format!("MAINPID={}", successor.pid));
+        tracing::info!(
+            child = successor.pid,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "handover: new process accepting"
+        );
+        app.lifecycle.send_replace(Lifecycle::HandingOver);
+        Ok(successor)
+    }
 }

@@ -20,6 +20,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
 use crate::app::{App, Lifecycle};
+use crate::router::Router as Methods;
+
+/// What every HTTP handler gets: the shared state and the method router.
+#[derive(Clone)]
+struct Shared {
+    app: Arc<App>,
+    methods: Arc<Methods>,
+}
 use crate::pending::Ticket;
 
 /// Builds the accept loop on an already-bound listener. It ends when `app.accepting` turns
@@ -28,6 +36,7 @@ use crate::pending::Ticket;
 /// each HTTP request must arrive complete within `header_timeout`.
 pub fn serve(
     app: Arc<App>,
+    methods: Arc<Methods>,
     listener: TcpListener,
     header_timeout: Duration,
 ) -> std::io::Result<impl Future<Output = ()> + Send> {
@@ -37,7 +46,10 @@ pub fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(get(upgrade))
-        .with_state(app.clone());
+        .with_state(Shared {
+            app: app.clone(),
+            methods,
+        });
     let mut accepting = app.accepting.subscribe();
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Covers the first request and every idle wait for the next one on a kept-alive
@@ -140,7 +152,7 @@ impl Drop for HttpGuard {
 /// A probe answer; once this process no longer serves, it asks the client to reconnect
 /// (`Connection: close`) so keep-alive probes move to the successor.
 fn probe(app: &App, status: StatusCode) -> Response {
-    let mut res = (status, Json(app.probe_body())).into_response();
+    let mut res = (status, Json(app.probe())).into_response();
     if app.state() != Lifecycle::Serving {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -148,11 +160,11 @@ fn probe(app: &App, status: StatusCode) -> Response {
     res
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Response {
+async fn healthz(State(Shared { app, .. }): State<Shared>) -> Response {
     probe(&app, StatusCode::OK)
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+async fn readyz(State(Shared { app, .. }): State<Shared>) -> Response {
     let status = if app.state() == Lifecycle::Serving {
         StatusCode::OK
     } else {
@@ -162,7 +174,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn upgrade(
-    State(app): State<Arc<App>>,
+    State(Shared { app, methods }): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(ticket): Extension<Arc<Ticket>>,
     headers: HeaderMap,
@@ -190,6 +202,6 @@ async fn upgrade(
         .write_buffer_size(WS_BUFFER)
         .max_write_buffer_size(molt_protocol::MAX_BUFFERED_BYTES)
         .on_upgrade(move |socket| {
-            crate::ws::serve_conn(app, socket, peer, proxied, counted, ticket)
+            crate::ws::serve_conn(app, methods, socket, peer, proxied, counted, ticket)
         })
 }

@@ -1,8 +1,9 @@
 //! The molt gateway daemon: `molt gateway run`.
 //!
 //! Data flows one way: listener ([`http`]) → protocol ([`ws`]: frames, handshake, auth) →
-//! method router ([`methods`]) → services ([`executor`]) → store ([`molt_store`]). The
-//! lifecycle (signals, admission, sd_notify) wraps the whole and lives in this file.
+//! [`router`] (scope, idempotency) → handlers ([`methods`]) → subsystems ([`executor`]) →
+//! store ([`molt_store`]). The lifecycle (signals, admission, sd_notify) wraps the whole and
+//! lives in this file; it drives every subsystem through one list ([`subsystem`]).
 
 mod app;
 pub mod executor;
@@ -15,7 +16,9 @@ mod methods;
 pub mod notify;
 mod pending;
 pub mod process;
+mod router;
 mod store_handle;
+pub mod subsystem;
 mod update;
 mod ws;
 
@@ -30,8 +33,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use app::{App, Lifecycle};
 use executor::Executor;
+use handover::Handover;
 use notify::Notifier;
 use store_handle::StoreHandle;
+use subsystem::{Subsystem, Subsystems};
 
 pub use lock::{LockError, StateLock};
 
@@ -313,37 +318,61 @@ async fn serve(
         .map_err(|e| GatewayError::fatal(format!("cannot duplicate the listener: {e}")))?;
     let app = Arc::new(App {
         build: opts.build.clone(),
-        profile: opts.profile.to_string(),
         pid,
         boot,
         started: Instant::now(),
         started_at_ms: app::now_ms(),
-        port,
-        stop_budget_ms: g.stop_budget_ms,
         lifecycle: tokio::sync::watch::Sender::new(Lifecycle::Starting),
-        store,
-        executor: executor.clone(),
+        store: store.clone(),
         auth,
-        log_file,
         state_dir: opts.state_dir.clone(),
         config_path: opts.config_path.clone(),
         identity,
         peers: Mutex::new(Default::default()),
         limiter: Mutex::new(Default::default()),
-        notifier: notifier.clone(),
-        share_dir: opts.share_dir.clone(),
-        listener: kept_listener,
-        lock_fd,
         accepting: tokio::sync::watch::Sender::new(true),
-        handover_timeout_ms: g.handover_timeout_ms,
-        handover_drain_cap_ms: g.handover_drain_cap_ms,
         connections: tokio::sync::watch::Sender::new(0),
         http_connections: tokio::sync::watch::Sender::new(0),
-        handover: Mutex::new(None),
-        update: opts.config.update.clone(),
-        profile_name: opts.profile.name().map(str::to_owned),
         pending,
     });
+    // Every long-lived part of the gateway, in start order. Stop and handover drive them
+    // through this list only.
+    let subsystems = Arc::new(Subsystems::new(
+        vec![executor.clone() as Arc<dyn Subsystem>],
+    ));
+    let handover = Arc::new(Handover::new(
+        app.clone(),
+        notifier.clone(),
+        opts.share_dir.clone(),
+        kept_listener,
+        lock_fd,
+        Duration::from_millis(g.handover_timeout_ms),
+    ));
+    let updates = Arc::new(update::Updates {
+        app: app.clone(),
+        config: opts.config.update.clone(),
+        profile_name: opts.profile.name().map(str::to_owned),
+        state_dir: opts.state_dir.clone(),
+    });
+    let methods = Arc::new(methods::router(&methods::Parts {
+        app: app.clone(),
+        facts: Arc::new(methods::GatewayFacts {
+            app: app.clone(),
+            profile: opts.profile.to_string(),
+            port,
+            log_file,
+            subsystems: subsystems.clone(),
+        }),
+        runs: executor,
+        handover: handover.clone(),
+        updates: updates.clone(),
+    }));
+    let lives = Lives {
+        app: app.clone(),
+        subsystems,
+        stop_budget: Duration::from_millis(g.stop_budget_ms),
+        drain_cap: Duration::from_millis(g.handover_drain_cap_ms),
+    };
 
     // Signals are installed before READY=1, so no signal is ever left to its default action.
     let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
@@ -374,10 +403,10 @@ async fn serve(
     }
 
     let header_timeout = Duration::from_millis(g.header_timeout_ms);
-    let server = http::serve(app.clone(), listener, header_timeout)
+    let server = http::serve(app.clone(), methods, listener, header_timeout)
         .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
     let mut server = tokio::spawn(server);
-    executor.start();
+    lives.subsystems.start();
     if let Some(every) = Notifier::watchdog_interval() {
         let n = notifier.clone();
         tokio::spawn(async move {
@@ -389,7 +418,7 @@ async fn serve(
         });
     }
     app.lifecycle.send_replace(Lifecycle::Serving);
-    update::recover_at_start(app.clone());
+    update::recover_at_start(updates);
     notifier.notify(&format!("MAINPID={pid}\nREADY=1\nSTATUS=serving on {addr}"));
     tracing::info!(%addr, "gateway serving");
 
@@ -400,21 +429,21 @@ async fn serve(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: handover restart requested");
-                let app = app.clone();
+                let handover = handover.clone();
                 tokio::spawn(async move {
-                    let (outcome, _) = handover::request(&app).await;
+                    let (outcome, _) = handover.request().await;
                     if let Err(e) = outcome {
                         tracing::error!(error = %e, "SIGHUP handover failed; still serving");
                     }
                 });
             }
             _ = lifecycle.wait_for(|l| *l == Lifecycle::HandingOver) => {
-                drain_after_handover(&app, &mut server, &mut term, &mut int).await;
+                drain_after_handover(&lives, &mut server, &mut term, &mut int).await;
                 return Ok(());
             }
         }
     }
-    stop(&app, &notifier, &mut term, &mut int).await;
+    stop(&lives, &notifier, &mut term, &mut int).await;
     Ok(())
 }
 
@@ -425,16 +454,17 @@ fn sig_err(e: std::io::Error) -> GatewayError {
 /// After a handover: the successor serves. Finish in-flight steps (up to the drain cap),
 /// then abort the rest; every run is released to the successor. SIGTERM cuts the drain.
 async fn drain_after_handover(
-    app: &Arc<App>,
+    lives: &Lives,
     server: &mut tokio::task::JoinHandle<()>,
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) {
+    let (app, subsystems) = (&lives.app, &lives.subsystems);
     let t0 = Instant::now();
-    app.executor.close_admission();
-    let cap = Duration::from_millis(app.handover_drain_cap_ms);
+    subsystems.close_admission();
+    let cap = lives.drain_cap;
     tracing::info!(
-        active = app.executor.active(),
+        active = subsystems.in_flight(),
         cap_ms = cap.as_millis() as u64,
         "handover: draining in-flight steps"
     );
@@ -454,7 +484,7 @@ async fn drain_after_handover(
     };
     let steps = async {
         tokio::select! {
-            idle = app.executor.wait_idle(cap) => idle,
+            idle = subsystems.wait_idle(cap) => idle,
             _ = signalled => false,
         }
     };
@@ -463,8 +493,8 @@ async fn drain_after_handover(
         tracing::warn!("some clients did not close within {GOODBYE_TIMEOUT:?}");
     }
     if !idle {
-        app.executor.abort_all();
-        if !app.executor.wait_idle(Duration::from_secs(2)).await {
+        subsystems.release_to_successor();
+        if !subsystems.wait_idle(Duration::from_secs(2)).await {
             tracing::error!("steps did not release in time; the successor re-queues them");
         }
     }
@@ -480,19 +510,20 @@ async fn drain_after_handover(
 /// is nearly spent, then abort what is left (it re-runs at the next start), commit, return.
 /// A second SIGTERM or SIGINT skips the drain.
 async fn stop(
-    app: &Arc<App>,
+    lives: &Lives,
     notifier: &Notifier,
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) {
+    let (app, subsystems) = (&lives.app, &lives.subsystems);
     let t0 = Instant::now();
-    let budget = Duration::from_millis(app.stop_budget_ms);
+    let budget = lives.stop_budget;
     let abort_at = budget.saturating_sub(stop_margin(budget));
     // Connections see this and send `shutdown` + close 1012 themselves.
     app.lifecycle.send_replace(Lifecycle::Stopping);
-    app.executor.close_admission();
+    subsystems.close_admission();
     notifier.notify("STOPPING=1\nSTATUS=stopping");
-    let active = app.executor.active();
+    let active = subsystems.in_flight();
     tracing::info!(
         active,
         budget_ms = budget.as_millis() as u64,
@@ -511,7 +542,7 @@ async fn stop(
     // Clients flush `shutdown` + close while the steps drain; a second signal cuts both.
     let drain = async {
         let goodbye = app.connections_closed(GOODBYE_TIMEOUT.min(abort_at));
-        tokio::join!(app.executor.wait_idle(abort_at), goodbye).0
+        tokio::join!(subsystems.wait_idle(abort_at), goodbye).0
     };
     let idle = tokio::select! {
         idle = drain => idle,
@@ -523,11 +554,11 @@ async fn stop(
     let clean = if idle {
         true
     } else {
-        app.executor.abort_all();
+        subsystems.abort();
         let left = budget
             .saturating_sub(t0.elapsed())
             .saturating_sub(Duration::from_millis(200));
-        let done = app.executor.wait_idle(left).await;
+        let done = subsystems.wait_idle(left).await;
         if !done {
             tracing::error!("steps did not release in time; the next start re-queues them");
         }
@@ -543,6 +574,14 @@ async fn stop(
         clean,
         "gateway stopped"
     );
+}
+
+/// What the stop and handover paths drive: the shared state and every subsystem.
+struct Lives {
+    app: Arc<App>,
+    subsystems: Arc<Subsystems>,
+    stop_budget: Duration,
+    drain_cap: Duration,
 }
 
 /// Records the end of this boot; `clean` is false when steps had to be aborted.

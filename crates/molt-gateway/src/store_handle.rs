@@ -31,3 +31,18 @@ impl StoreHandle {
         }
     }
 }
+
+/// A store failure as a protocol error: an unknown run is the caller's mistake, anything
+/// else is logged and reported as retryable.
+pub fn to_error_shape(e: molt_store::StoreError) -> molt_protocol::frame::ErrorShape {
+    use molt_protocol::frame::ErrorShape;
+    match e {
+        molt_store::StoreError::NoSuchRun(id) => {
+            ErrorShape::invalid(format!("no task with id {id}"))
+        }
+        e => {
+            tracing::error!(error = %e, "store error");
+            ErrorShape::unavailable(format!("store error: {e}"), 1000)
+        }
+    }
+}

@@ -5,29 +5,36 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use molt_protocol::frame::ErrorShape;
+use molt_protocol::methods::update::{
+    NotifyParams, NotifyResult, UpdateNotify, UpdateResultEvent, UpdateRun, UpdateRunParams,
+    UpdateRunResult, UpdateStatus, UpdateStatusParams, UpdateStatusResult,
+};
 use molt_service::transient::{self, Launched};
 use molt_service::update_lock::UpdateLock;
-use molt_store::{JobState, NewUpdateJob, Report, UpdateKind};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use molt_store::{JobState, NewUpdateJob, UpdateKind};
+use serde_json::json;
 
 use crate::app::App;
+use crate::router::{Caller, Router};
 
-type MethodResult = Result<Value, ErrorShape>;
+/// What the update methods and start-up recovery work with.
+pub struct Updates {
+    pub app: Arc<App>,
+    /// `[update]`: where `update.run` takes releases from, and whether keys are trusted.
+    pub config: molt_config::UpdateConfig,
+    /// The profile's name, for the `--profile` of the updater this gateway starts.
+    pub profile_name: Option<String>,
+    pub state_dir: PathBuf,
+}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UpdateRunParams {
-    #[allow(dead_code)]
-    session_key: Option<String>,
-    #[allow(dead_code)]
-    delivery_context: Option<Value>,
-    note: Option<String>,
-    continuation_message: Option<String>,
-    restart_delay_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    target: Option<Value>,
+pub fn register(r: &mut Router, updates: &Arc<Updates>) {
+    r.with(updates)
+        .on::<UpdateRun>(run)
+        .on::<UpdateStatus>(status)
+        .on::<UpdateNotify>(notify);
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ErrorShape {
@@ -35,26 +42,27 @@ fn unavailable(e: impl std::fmt::Display) -> ErrorShape {
 }
 
 /// Starts `molt [--profile P] update apply --job ID` outside the gateway.
-fn launch(app: &App, job: &str) -> Result<Launched, String> {
-    let global: Vec<String> = app
+fn launch(u: &Updates, job: &str) -> Result<Launched, String> {
+    let global: Vec<String> = u
         .profile_name
         .iter()
         .flat_map(|p| ["--profile".to_owned(), p.clone()])
         .collect();
-    transient::launch_updater(&global, job, &app.state_dir)
+    transient::launch_updater(&global, job, &u.state_dir)
         .map_err(|e| format!("cannot start the updater: {e}"))
 }
 
 /// Records a job and launches its updater; the job id comes back at once.
-async fn start_job(app: &Arc<App>, new: NewUpdateJob) -> Result<(String, Launched), String> {
+async fn start_job(u: &Arc<Updates>, new: NewUpdateJob) -> Result<(String, Launched), String> {
+    let app = &u.app;
     let job = app
         .store
         .call(move |s| s.create_update_job(&new))
         .await
         .map_err(|e| format!("cannot record the update job: {e}"))?;
     let id = job.id.clone();
-    let a = app.clone();
-    let launched = tokio::task::spawn_blocking(move || launch(&a, &id))
+    let u2 = u.clone();
+    let launched = tokio::task::spawn_blocking(move || launch(&u2, &id))
         .await
         .map_err(|e| e.to_string())?;
     let id = job.id.clone();
@@ -80,18 +88,22 @@ async fn start_job(app: &Arc<App>, new: NewUpdateJob) -> Result<(String, Launche
 }
 
 /// `update.run`: update to the newest release of `[update] source`, outside this process.
-pub async fn run(app: &Arc<App>, p: UpdateRunParams) -> MethodResult {
+async fn run(
+    u: Arc<Updates>,
+    _: Caller,
+    p: UpdateRunParams,
+) -> Result<UpdateRunResult, ErrorShape> {
     if p.target.is_some() {
         return Err(ErrorShape::invalid(
             "git targets are not supported: molt installs signed releases from [update] source",
         ));
     }
-    if app.update.trusted_keys.is_empty() {
+    if u.config.trusted_keys.is_empty() {
         return Err(ErrorShape::invalid(
             "no trusted release key is configured: add the release's public key line to `[update] trusted_keys` in molt.toml",
         ));
     }
-    let Some(source) = app.update.source.clone() else {
+    let Some(source) = u.config.source.clone() else {
         return Err(ErrorShape::invalid(
             "no release source: set [update] source in molt.toml (a directory or an https:// URL)",
         ));
@@ -110,45 +122,38 @@ pub async fn run(app: &Arc<App>, p: UpdateRunParams) -> MethodResult {
         .to_string(),
         continuation: p.continuation_message,
     };
-    let (id, launched) = start_job(app, new).await.map_err(unavailable)?;
-    Ok(json!({
-        "ok": true,
-        "status": "started",
-        "jobId": id,
-        "launcher": launched.describe(),
-    "unit": launched.unit(),
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct UpdateStatusParams {
-    #[allow(dead_code)]
-    refresh_checkout: Option<bool>,
+    let (id, launched) = start_job(&u, new).await.map_err(unavailable)?;
+    Ok(UpdateRunResult {
+        ok: true,
+        status: "started".into(),
+        job_id: id,
+        launcher: launched.describe(),
+        unit: launched.unit().map(str::to_owned),
+    })
 }
 
 /// `update.status`: the current or last job as `sentinel`.
-pub async fn status(app: &Arc<App>, _p: UpdateStatusParams) -> MethodResult {
-    let job = app
+async fn status(
+    u: Arc<Updates>,
+    _: Caller,
+    _: UpdateStatusParams,
+) -> Result<UpdateStatusResult, ErrorShape> {
+    let job = u
+        .app
         .store
         .call(|s| s.latest_update_job())
         .await
         .map_err(unavailable)?;
-    let sentinel = job
-        .map(|j| serde_json::to_value(Report::of(&j)).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    Ok(json!({ "sentinel": sentinel, "updateAvailable": null }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct NotifyParams {
-    job_id: String,
+    Ok(UpdateStatusResult {
+        sentinel: job.map(|j| j.report()),
+        update_available: None,
+    })
 }
 
 /// `molt.update.notify`: the updater says a job ended. Operators get `molt.update.result`
 /// with the outcome and the continuation message, once.
-pub async fn notify(app: &Arc<App>, p: NotifyParams) -> MethodResult {
+async fn notify(u: Arc<Updates>, _: Caller, p: NotifyParams) -> Result<NotifyResult, ErrorShape> {
+    let app = &u.app;
     let id = p.job_id.clone();
     let job = app
         .store
@@ -157,30 +162,40 @@ pub async fn notify(app: &Arc<App>, p: NotifyParams) -> MethodResult {
         .map_err(unavailable)?
         .ok_or_else(|| ErrorShape::invalid(format!("no update job {}", p.job_id)))?;
     if !job.state.is_final() {
-        return Ok(json!({ "ok": true, "delivered": false, "reason": "the job is still running" }));
+        return Ok(NotifyResult {
+            ok: true,
+            delivered: false,
+            reason: Some("the job is still running".into()),
+        });
     }
-    let report = Report::of(&job);
-    let payload = json!({
-        "jobId": report.job_id,
-        "result": report.result,
-        "before": report.before,
-        "after": report.after,
-        "reason": report.reason,
-        "continuationMessage": report.continuation_message,
-    });
+    let report = job.report();
+    let event = UpdateResultEvent {
+        job_id: report.job_id,
+        result: report.result,
+        before: report.before,
+        after: report.after,
+        reason: report.reason,
+        continuation_message: report.continuation_message,
+    };
+    let payload = serde_json::to_value(&event).map_err(unavailable)?;
     app.broadcast("molt.update.result", payload);
     let id = job.id.clone();
     app.store
         .call(move |s| s.mark_update_delivered(&id))
         .await
         .map_err(unavailable)?;
-    Ok(json!({ "ok": true, "delivered": true }))
+    Ok(NotifyResult {
+        ok: true,
+        delivered: true,
+        reason: None,
+    })
 }
 
 /// At start-up: an update job left `running` with nobody holding the update lock had its
 /// updater die. A recovery job brings the install to a consistent state, outside this process.
-pub fn recover_at_start(app: Arc<App>) {
+pub fn recover_at_start(u: Arc<Updates>) {
     tokio::spawn(async move {
+        let app = &u.app;
         let unfinished = match app.store.call(|s| s.unfinished_update_jobs()).await {
             Ok(j) => j,
             Err(e) => {
@@ -195,7 +210,7 @@ pub fn recover_at_start(app: Arc<App>) {
         if !stuck {
             return;
         }
-        let dir = app.state_dir.clone();
+        let dir = u.state_dir.clone();
         let free = tokio::task::spawn_blocking(move || UpdateLock::is_free(&dir))
             .await
             .unwrap_or(false);
@@ -208,7 +223,7 @@ pub fn recover_at_start(app: Arc<App>) {
             params: "{}".into(),
             continuation: None,
         };
-        match start_job(&app, new).await {
+        match start_job(&u, new).await {
             Ok((id, l)) => tracing::warn!(
                 job = %id,
                 launcher = %l.describe(),

@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use molt_protocol::connect::{Features, HelloAuth, HelloOk, Policy, ServerInfo};
 use molt_protocol::frame::{ErrorShape, EventFrame, ResponseFrame, ServerFrame, code};
 use molt_protocol::handshake::{Accepted, Decision, Handshake, Rejected, SecretCheck};
+use molt_protocol::methods::EVENTS;
 use molt_protocol::scope::{self, Scope};
 use molt_protocol::{PROTOCOL_VERSION, close};
 use molt_store::{DeviceRequest, Pairing};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{App, Lifecycle, Outbound, Peer, now_ms};
 use crate::fsutil::random_hex;
+use crate::router::{Caller, Router as Methods};
 
 /// Frames queued for one client before it counts as a slow consumer.
 const OUTBOUND_QUEUE: usize = 256;
@@ -35,6 +37,7 @@ pub struct Session {
 /// connections until its handshake succeeds, and may shed it before.
 pub async fn serve_conn(
     app: Arc<App>,
+    methods: Arc<Methods>,
     socket: WebSocket,
     remote: SocketAddr,
     proxied: bool,
@@ -136,7 +139,7 @@ pub async fn serve_conn(
             send_reject(&tx, r).await;
             None
         }
-        Decision::Accept(a) => match admit(&app, *a, remote, proxied, &conn_id).await {
+        Decision::Accept(a) => match admit(&app, &methods, *a, remote, proxied, &conn_id).await {
             Ok((session, hello_id, hello, presence)) => {
                 ticket.leave();
                 let _ = tx
@@ -153,7 +156,7 @@ pub async fn serve_conn(
         },
     };
     if let Some(session) = session {
-        serve_session(&app, &session, &mut stream, &tx).await;
+        serve_session(&app, &methods, &session, &mut stream, &tx).await;
         lock(&app.peers).remove(&session.conn_id);
     }
     finish(tx, writer, stream).await;
@@ -184,6 +187,7 @@ async fn finish(
 
 async fn serve_session(
     app: &Arc<App>,
+    methods: &Methods,
     session: &Session,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     tx: &mpsc::Sender<Outbound>,
@@ -191,6 +195,10 @@ async fn serve_session(
     let mut tick = tokio::time::interval(Duration::from_millis(molt_protocol::TICK_INTERVAL_MS));
     tick.tick().await;
     let mut lifecycle = app.lifecycle.subscribe();
+    let caller = Caller {
+        conn_id: session.conn_id.clone(),
+        scopes: session.scopes.clone(),
+    };
     loop {
         // Checked between requests, so a response in progress (say, to the restart request
         // itself) always goes out before `shutdown` and the close.
@@ -218,7 +226,7 @@ async fn serve_session(
             incoming = next_text(stream) => match incoming {
                 Incoming::Text(text) => {
                     let res = match molt_protocol::frame::parse_request(&text) {
-                        Ok(req) => crate::methods::dispatch(app, session, req).await,
+                        Ok(req) => methods.dispatch(app, &caller, req).await,
                         Err(e) => ResponseFrame::err(e.id.unwrap_or_else(|| "invalid".into()), ErrorShape::invalid(e.message)),
                     };
                     if tx.send(Outbound::Text(res.to_text())).await.is_err() {
@@ -307,6 +315,7 @@ async fn send_reject(tx: &mpsc::Sender<Outbound>, r: Rejected) {
 /// Returns the session, the connect request id, the `hello-ok` payload and the presence entry.
 async fn admit(
     app: &Arc<App>,
+    methods: &Methods,
     a: Accepted,
     remote: SocketAddr,
     proxied: bool,
@@ -360,10 +369,12 @@ async fn admit(
             .map_err(store_err)?;
         let state = record.as_ref().map(|r| r.state);
         if let SecretCheck::DeviceToken(given) = &a.secret {
-            let ok = record
-                .as_ref()
-                .and_then(|r| r.token.as_deref())
-                .is_some_and(|t| molt_protocol::handshake::secret_eq(t, given));
+            let (dev_id, given) = (dev.id.clone(), given.clone());
+            let ok = app
+                .store
+                .call(move |s| s.device_token_matches(&dev_id, &given))
+                .await
+                .map_err(store_err)?;
             if !ok || state != Some(Pairing::Approved) {
                 lock(&app.limiter).record_failure(remote.ip());
                 let err = ErrorShape::invalid("device token mismatch")
@@ -375,9 +386,27 @@ async fn admit(
             (Some(Pairing::Approved), Some(r)) => {
                 let approved = scope::parse_list(&r.scopes);
                 scopes.retain(|s| scope::allows(&approved, *s));
-                device_token = r.token;
-                let dev_id = dev.id.clone();
-                let _ = app.store.call(move |s| s.touch_device(&dev_id)).await;
+                // Only a digest is stored, so a device that did not present its token (it
+                // authenticated with the shared secret, or was approved while away) gets a
+                // new one; a device that presented it keeps it.
+                let token = match &a.secret {
+                    SecretCheck::DeviceToken(given) => given.clone(),
+                    _ => {
+                        random_hex(32).map_err(|_| reject_plain("no randomness", close::POLICY))?
+                    }
+                };
+                let (dev_id, issue) = (dev.id.clone(), token.clone());
+                let fresh = !matches!(a.secret, SecretCheck::DeviceToken(_));
+                app.store
+                    .call(move |s| {
+                        if fresh {
+                            s.issue_device_token(&dev_id, &issue)?;
+                        }
+                        s.touch_device(&dev_id)
+                    })
+                    .await
+                    .map_err(store_err)?;
+                device_token = Some(token);
             }
             (Some(Pairing::Rejected), _) => {
                 let err = ErrorShape::new(code::NOT_PAIRED, "this device's pairing was rejected; run `molt devices approve` on the gateway host to allow it")
@@ -411,7 +440,7 @@ async fn admit(
                         };
                         let rec = s.request_pairing(&req)?;
                         match tok {
-                            Some(t) => s.approve_device(&dev_id, &t),
+                            Some(t) => s.approve_device(&dev_id, Some(&t)),
                             None => Ok(Some(rec)),
                         }
                     })
@@ -461,11 +490,8 @@ async fn admit(
             boot_id: Some(format!("{}-{}", app.boot.epoch, app.pid)),
         },
         features: Features {
-            methods: scope::METHODS
-                .iter()
-                .map(|(m, _)| (*m).to_owned())
-                .collect(),
-            events: scope::EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            methods: methods.methods().map(|m| m.name.to_owned()).collect(),
+            events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
         },
         snapshot: snapshot(app, Some(&presence)),
         auth: HelloAuth {
@@ -508,36 +534,9 @@ const SNAPSHOT_PEERS: usize = 32;
 
 /// The presence list: the gateway itself, then connected clients (at most `limit`), then
 /// `extra` (the connecting client).
-pub fn presence(app: &App, extra: Option<&Value>, limit: usize) -> Vec<Value> {
-    let mut list = vec![json!({
-        "ts": now_ms(),
-        "host": hostname(),
-        "version": app.build.version,
-        "platform": std::env::consts::OS,
-        "mode": "gateway",
-        "reason": "self",
-    })];
-    list.extend(
-        lock(&app.peers)
-            .values()
-            .take(limit)
-            .map(|p| p.presence.clone()),
-    );
-    list.extend(extra.cloned());
-    list
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The `hello-ok` snapshot (schema `Snapshot`: no extra fields allowed).
 pub fn snapshot(app: &App, extra: Option<&Value>) -> Value {
-    let presence = presence(app, extra, SNAPSHOT_PEERS);
+    let presence = app.presence(extra, SNAPSHOT_PEERS);
     json!({
         "presence": presence,
         "health": { "ok": true, "ts": now_ms(), "durationMs": 0 },

@@ -173,6 +173,11 @@ impl DeviceKey {
     }
 }
 
+/// The stored form of a device token: `sha256:<hex>`. Only this is kept at rest.
+pub fn token_digest(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,17 @@
 //! - [`frame`]: `req`/`res`/`event` frames, strict parsing, error shapes.
 //! - [`connect`]: the `connect` params and the `hello-ok` payload.
 //! - [`device`]: Ed25519 device identity and the v2/v3 signature payloads.
-//! - [`scope`]: operator scopes and the scope each implemented method needs.
+//! - [`scope`]: operator scopes and how they imply each other.
+//! - [`method`] and [`methods`]: one typed declaration per method (name, scope, params,
+//!   result); the gateway routes with them and the client calls with them.
 //! - [`handshake`]: the server side of the handshake as a state machine.
 
 pub mod connect;
 pub mod device;
 pub mod frame;
 pub mod handshake;
+pub mod method;
+pub mod methods;
 pub mod scope;
 
 /// The protocol version molt implements.

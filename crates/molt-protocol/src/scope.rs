@@ -1,4 +1,5 @@
-//! Operator scopes and the scope each method molt implements requires.
+//! Operator scopes and how they imply each other. Each method declares the scope it needs
+//! ([`crate::method::Method::SCOPE`]).
 
 /// An operator scope. `admin` implies all others; `write` implies `read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,45 +53,6 @@ pub fn parse_list(requested: &[String]) -> Vec<Scope> {
     out
 }
 
-/// Every method molt implements, with the scope it requires. Scopes of protocol methods come
-/// from the published schema's `methods` map; `molt.*` methods are molt's own extensions.
-/// `features.methods` in `hello-ok` is derived from this table, so it lists exactly these.
-pub const METHODS: &[(&str, Scope)] = &[
-    ("health", Scope::Read),
-    ("status", Scope::Read),
-    ("system-presence", Scope::Read),
-    ("gateway.identity.get", Scope::Read),
-    ("logs.tail", Scope::Read),
-    ("tasks.list", Scope::Read),
-    ("tasks.get", Scope::Read),
-    ("tasks.cancel", Scope::Write),
-    ("device.pair.list", Scope::Pairing),
-    ("device.pair.approve", Scope::Pairing),
-    ("device.pair.reject", Scope::Pairing),
-    ("gateway.restart.request", Scope::Admin),
-    ("update.run", Scope::Admin),
-    ("update.status", Scope::Admin),
-    ("molt.update.notify", Scope::Admin),
-    // Creating an exec run runs a command on the host: that is admin, not write.
-    ("molt.run.exec", Scope::Admin),
-    ("molt.run.get", Scope::Read),
-];
-
-/// Events molt may send.
-pub const EVENTS: &[&str] = &[
-    "connect.challenge",
-    "tick",
-    "shutdown",
-    "device.pair.requested",
-    "device.pair.resolved",
-    "molt.update.result",
-];
-
-/// The scope `method` requires, or `None` if molt does not implement it.
-pub fn required(method: &str) -> Option<Scope> {
-    METHODS.iter().find(|(m, _)| *m == method).map(|(_, s)| *s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,8 +63,6 @@ mod tests {
         assert!(allows(&[Scope::Write], Scope::Read));
         assert!(!allows(&[Scope::Read], Scope::Write));
         assert!(!allows(&[Scope::Write], Scope::Admin));
-        assert_eq!(required("tasks.cancel"), Some(Scope::Write));
-        assert_eq!(required("sessions.list"), None);
         let parsed = parse_list(&[
             "operator.write".into(),
             "bogus".into(),

@@ -1,49 +1,14 @@
 //! Paired devices: pending until approved (or auto-approved on direct loopback).
+//!
+//! A device token is a bearer secret, so only its digest is stored: a copy of the database
+//! does not let anyone connect as a paired device.
 
+use molt_protocol::device::token_digest;
+use molt_protocol::handshake::secret_eq;
+pub use molt_protocol::methods::devices::{DeviceRecord, Pairing};
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 
-use crate::{Ctx, Result, Store, StoreError, now_ms};
-
-/// A device's pairing state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pairing {
-    Pending,
-    Approved,
-    Rejected,
-}
-
-impl Pairing {
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "pending" => Ok(Self::Pending),
-            "approved" => Ok(Self::Approved),
-            "rejected" => Ok(Self::Rejected),
-            o => Err(StoreError::Corrupt(format!("unknown pairing state {o:?}"))),
-        }
-    }
-}
-
-/// A device as stored. `token` is the device token handed out at approval; the database is
-/// 0600 in a 0700 directory, like every credential molt keeps.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceRecord {
-    pub id: String,
-    pub public_key: String,
-    pub client_id: Option<String>,
-    pub platform: Option<String>,
-    pub state: Pairing,
-    pub role: String,
-    pub scopes: Vec<String>,
-    #[serde(skip)]
-    pub token: Option<String>,
-    pub remote: Option<String>,
-    pub created_at_ms: i64,
-    pub decided_at_ms: Option<i64>,
-    pub last_seen_ms: Option<i64>,
-}
+use crate::{Ctx, FromWord, Result, Store, StoreError, now_ms};
 
 /// What a device asked for when it first connected.
 #[derive(Debug, Clone)]
@@ -57,7 +22,7 @@ pub struct DeviceRequest<'a> {
     pub remote: &'a str,
 }
 
-const COLUMNS: &str = "id, public_key, client_id, platform, state, role, scopes, token, remote, \
+const COLUMNS: &str = "id, public_key, client_id, platform, state, role, scopes, remote, \
                        created_at_ms, decided_at_ms, last_seen_ms";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, String, String)> {
@@ -70,11 +35,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, String, String)> {
             state: Pairing::Pending,
             role: r.get(5)?,
             scopes: Vec::new(),
-            token: r.get(7)?,
-            remote: r.get(8)?,
-            created_at_ms: r.get(9)?,
-            decided_at_ms: r.get(10)?,
-            last_seen_ms: r.get(11)?,
+            remote: r.get(7)?,
+            created_at_ms: r.get(8)?,
+            decided_at_ms: r.get(9)?,
+            last_seen_ms: r.get(10)?,
         },
         r.get(4)?,
         r.get(6)?,
@@ -83,7 +47,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(DeviceRecord, String, String)> {
 
 fn finish(row: (DeviceRecord, String, String)) -> Result<DeviceRecord> {
     let (mut d, state, scopes) = row;
-    d.state = Pairing::parse(&state)?;
+    d.state = Pairing::from_word(&state)?;
     d.scopes = serde_json::from_str(&scopes)
         .map_err(|e| StoreError::Corrupt(format!("device {} scopes: {e}", d.id)))?;
     Ok(d)
@@ -135,15 +99,75 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("device {} vanished", req.id)))
     }
 
-    /// Approves a device and stores its device token. Returns `None` for an unknown id.
-    pub fn approve_device(&mut self, id: &str, token: &str) -> Result<Option<DeviceRecord>> {
+    /// Approves a device. With `token`, the device gets it now (it is connected); without,
+    /// it gets one when it next connects ([`Store::issue_device_token`]). Returns `None` for
+    /// an unknown id.
+    pub fn approve_device(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<DeviceRecord>> {
         self.conn
             .execute(
                 "UPDATE devices SET state = 'approved', token = ?2, decided_at_ms = ?3 WHERE id = ?1",
-                params![id, token, now_ms()],
+                params![id, token.map(token_digest), now_ms()],
             )
             .ctx("approving device")?;
         self.device(id)
+    }
+
+    /// Replaces an approved device's token. Only its digest is kept.
+    pub fn issue_device_token(&mut self, id: &str, token: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE devices SET token = ?2 WHERE id = ?1 AND state = 'approved'",
+                params![id, token_digest(token)],
+            )
+            .ctx("issuing device token")?;
+        Ok(())
+    }
+
+    /// Whether `given` is the token of an approved device `id` (compared by digest, in
+    /// constant time).
+    pub fn device_token_matches(&self, id: &str, given: &str) -> Result<bool> {
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT token FROM devices WHERE id = ?1 AND state = 'approved'",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx("reading device token")?
+            .flatten();
+        Ok(stored.is_some_and(|d| secret_eq(&d, &token_digest(given))))
+    }
+
+    /// Databases written before tokens were kept as digests hold them in plain text; this
+    /// replaces each with its digest. Runs at every open; a no-op once done.
+    pub(crate) fn digest_plaintext_device_tokens(&mut self) -> Result<usize> {
+        let tx = self.write_tx().ctx("starting token migration")?;
+        let plain: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, token FROM devices WHERE token IS NOT NULL AND token NOT LIKE 'sha256:%'",
+                )
+                .ctx("preparing token migration")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx("reading plain tokens")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .ctx("reading plain tokens")?
+        };
+        for (id, token) in &plain {
+            tx.execute(
+                "UPDATE devices SET token = ?2 WHERE id = ?1",
+                params![id, token_digest(token)],
+            )
+            .ctx("digesting a device token")?;
+        }
+        tx.commit().ctx("committing token migration")?;
+        Ok(plain.len())
     }
 
     /// Rejects a device and forgets its token. Returns `None` for an unknown id.

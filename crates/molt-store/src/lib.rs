@@ -28,9 +28,27 @@ pub use runs::{
     StepState,
 };
 pub use updates::{
-    JobState, JournalStep, JournalStepState, NewUpdateJob, PENDING_STALE_MS, Report, StepLine,
-    UpdateJob, UpdateKind, VersionRef, schema_version_of,
+    JobState, JournalStep, JournalStepState, NewUpdateJob, PENDING_STALE_MS, StepLine, UpdateJob,
+    UpdateKind, UpdateReport, VersionRef, schema_version_of,
 };
+
+/// Parses a word column (a state) into its enum, or reports the row as corrupt.
+pub(crate) trait FromWord: Sized {
+    fn from_word(s: &str) -> Result<Self>;
+}
+
+macro_rules! from_word {
+    ($($t:ty),+) => {$(
+        impl FromWord for $t {
+            fn from_word(s: &str) -> Result<Self> {
+                <$t>::parse(s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("unknown {} {s:?}", stringify!($t)))
+                })
+            }
+        }
+    )+};
+}
+from_word!(RunState, StepState, Pairing);
 
 /// A store error, with what was being done when it happened.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +133,7 @@ impl Store {
         .ctx("setting pragmas")?;
         let mut store = Self { conn };
         migrations::run(&mut store.conn)?;
+        store.digest_plaintext_device_tokens()?;
         Ok(store)
     }
 

@@ -1,23 +1,11 @@
 //! Durable runs: creation, leasing, step checkpoints and re-queueing.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
+pub use molt_protocol::methods::tasks::{
+    ExecSpec, Lease, RunCounts, RunId, RunRecord, RunState, StepRecord, StepSpec, StepState,
+};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
-use serde::{Deserialize, Serialize};
 
-use crate::{Boot, Ctx, Result, Store, StoreError, now_ms};
-
-/// A run's id, e.g. `run_5f0c2a9e41d3b7aa`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RunId(pub String);
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::{Boot, Ctx, FromWord, Result, Store, StoreError, now_ms};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -42,98 +30,6 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(
-    /// Where a run is in its life.
-    RunState {
-        Queued = "queued",
-        Running = "running",
-        Succeeded = "succeeded",
-        Failed = "failed",
-        Cancelled = "cancelled",
-    }
-);
-
-impl RunState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-string_enum!(
-    /// Where a step is in its life. An interrupted step goes back to `pending`.
-    StepState {
-        Pending = "pending",
-        Running = "running",
-        Succeeded = "succeeded",
-        Failed = "failed",
-        Cancelled = "cancelled",
-    }
-);
-
-/// An `exec` step: one command, run without a shell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecSpec {
-    pub command: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-}
-
-/// What a step does. New kinds (agent, tool, cron action) are added here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum StepSpec {
-    Exec(ExecSpec),
-}
-
-/// Who may execute a run's steps now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Lease {
-    pub epoch: i64,
-    pub pid: u32,
-}
-
-/// A step as stored.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepRecord {
-    pub index: u32,
-    pub spec: StepSpec,
-    pub state: StepState,
-    /// How many times the step was started. Above 1 means an earlier attempt was interrupted.
-    pub attempts: u32,
-    /// Stable across attempts, so a re-run can recognise work it already did.
-    pub effect_key: String,
-    pub exit_code: Option<i32>,
-    pub output_tail: Option<String>,
-    pub started_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-    pub error: Option<String>,
-}
-
-/// A run with its steps.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRecord {
-    pub id: RunId,
-    pub title: Option<String>,
-    pub state: RunState,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub next_step: u32,
-    pub lease: Option<Lease>,
-    pub cancel_requested: bool,
-    pub error: Option<String>,
-    pub steps: Vec<StepRecord>,
-}
-
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
@@ -149,16 +45,6 @@ pub enum StepOutcome {
     Cancelled {
         output_tail: String,
     },
-}
-
-/// Runs per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RunCounts {
-    pub queued: u64,
-    pub running: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub cancelled: u64,
 }
 
 const RUN_COLUMNS: &str = "id, title, state, created_at_ms, updated_at_ms, finished_at_ms, \
@@ -246,7 +132,7 @@ impl Store {
             .optional()
             .ctx("reading run")?
             .ok_or_else(|| StoreError::NoSuchRun(id.to_owned()))?;
-        run.state = RunState::parse(&state)?;
+        run.state = RunState::from_word(&state)?;
         run.steps = self.steps_of(id)?;
         Ok(run)
     }
@@ -283,7 +169,7 @@ impl Store {
                 index,
                 spec: serde_json::from_str(&spec)
                     .map_err(|e| StoreError::Corrupt(format!("step {id}:{index}: {e}")))?,
-                state: StepState::parse(&state)?,
+                state: StepState::from_word(&state)?,
                 attempts,
                 effect_key,
                 exit_code,
@@ -311,7 +197,7 @@ impl Store {
         let mut runs = Vec::new();
         for row in rows {
             let (mut run, state) = row.ctx("reading run")?;
-            run.state = RunState::parse(&state)?;
+            run.state = RunState::from_word(&state)?;
             runs.push(run);
         }
         drop(stmt);
@@ -335,7 +221,7 @@ impl Store {
             .ctx("counting runs")?;
         for row in rows {
             let (state, n) = row.ctx("reading count")?;
-            match RunState::parse(&state)? {
+            match RunState::from_word(&state)? {
                 RunState::Queued => counts.queued = n,
                 RunState::Running => counts.running = n,
                 RunState::Succeeded => counts.succeeded = n,
@@ -530,7 +416,7 @@ impl Store {
             .optional()
             .ctx("reading run")?
             .ok_or_else(|| StoreError::NoSuchRun(id.to_owned()))?;
-        let state = RunState::parse(&state)?;
+        let state = RunState::from_word(&state)?;
         let now = now_ms();
         let after = match state {
             RunState::Queued => {

@@ -189,18 +189,42 @@ fn device_pairing() {
     let d = store.request_pairing(&req).unwrap();
     assert_eq!(d.state, Pairing::Pending);
     assert_eq!(d.scopes, scopes);
-    let d = store.approve_device("dev1", "tok").unwrap().unwrap();
-    assert_eq!(
-        (d.state, d.token.as_deref()),
-        (Pairing::Approved, Some("tok"))
+    assert!(
+        !store.device_token_matches("dev1", "tok").unwrap(),
+        "pending"
+    );
+    let d = store.approve_device("dev1", Some("tok")).unwrap().unwrap();
+    assert_eq!(d.state, Pairing::Approved);
+    assert!(store.device_token_matches("dev1", "tok").unwrap());
+    assert!(!store.device_token_matches("dev1", "tok2").unwrap());
+    // Only the digest is at rest.
+    let stored: String = store
+        .conn
+        .query_row("SELECT token FROM devices WHERE id = 'dev1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, molt_protocol::device::token_digest("tok"));
+    store.issue_device_token("dev1", "tok2").unwrap();
+    assert!(store.device_token_matches("dev1", "tok2").unwrap());
+    assert!(
+        !store.device_token_matches("dev1", "tok").unwrap(),
+        "replaced"
     );
     // A new request from an approved device does not reset it to pending.
     assert_eq!(
         store.request_pairing(&req).unwrap().state,
         Pairing::Approved
     );
-    assert_eq!(store.reject_device("dev1").unwrap().unwrap().token, None);
-    assert!(store.approve_device("nope", "t").unwrap().is_none());
+    assert_eq!(
+        store.reject_device("dev1").unwrap().unwrap().state,
+        Pairing::Rejected
+    );
+    assert!(
+        !store.device_token_matches("dev1", "tok2").unwrap(),
+        "rejected"
+    );
+    assert!(store.approve_device("nope", None).unwrap().is_none());
     assert_eq!(store.list_devices().unwrap().len(), 1);
 }
 
@@ -220,4 +244,38 @@ fn dead_lease_sweep_requeues_only_dead_holders() {
     assert_eq!(swept, vec![a.clone()]);
     assert_eq!(store.get_run(&a.0).unwrap().state, RunState::Queued);
     assert_eq!(store.get_run(&b.0).unwrap().state, RunState::Running);
+}
+
+#[test]
+fn plaintext_device_tokens_from_older_databases_become_digests_at_open() {
+    let (d, mut store) = temp_store();
+    let scopes = vec!["operator.read".to_string()];
+    let req = DeviceRequest {
+        id: "old",
+        public_key: "pk",
+        client_id: "cli",
+        platform: "linux",
+        role: "operator",
+        scopes: &scopes,
+        remote: "127.0.0.1",
+    };
+    store.request_pairing(&req).unwrap();
+    // What an older build wrote: the token itself.
+    store
+        .conn
+        .execute(
+            "UPDATE devices SET state = 'approved', token = 'legacy-secret' WHERE id = 'old'",
+            [],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open(&d.0.join("molt.db")).unwrap();
+    let stored: String = store
+        .conn
+        .query_row("SELECT token FROM devices WHERE id = 'old'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, molt_protocol::device::token_digest("legacy-secret"));
+    assert!(store.device_token_matches("old", "legacy-secret").unwrap());
 }

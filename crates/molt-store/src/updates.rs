@@ -5,7 +5,6 @@
 //! transaction got, and a `started` row names the step that was in flight.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 
 use crate::{Ctx, Result, Store, StoreError, now_ms};
 
@@ -527,47 +526,7 @@ pub fn schema_version_of(path: &std::path::Path) -> Result<i64> {
 
 // ---- the report view of a job: what `molt update status` and `update.status` show ----
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct VersionRef {
-    pub version: String,
-    pub build_id: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StepLine {
-    pub name: String,
-    /// `ok`, `failed`, `skipped`, or `started` (in flight, or interrupted).
-    pub status: &'static str,
-    pub ms: Option<i64>,
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    /// `OK`, `ROLLED BACK`, `FAILED`, or `RUNNING`/`PENDING` while the job is not over.
-    pub result: &'static str,
-    pub job_id: String,
-    pub kind: &'static str,
-    pub state: &'static str,
-    /// A `--dry-run`: it stopped after the preflight, so `after` is `before`.
-    pub dry_run: bool,
-    pub requester: String,
-    pub launcher: Option<String>,
-    pub before: Option<VersionRef>,
-    /// What runs now: the new version after OK, the old one otherwise.
-    pub after: Option<VersionRef>,
-    /// The version the job tried to reach.
-    pub target: Option<VersionRef>,
-    pub reason: Option<String>,
-    pub steps: Vec<StepLine>,
-    pub total_ms: Option<i64>,
-    pub created_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub continuation_message: Option<String>,
-    pub continuation_delivered: bool,
-}
+pub use molt_protocol::methods::update::{StepLine, UpdateReport, VersionRef};
 
 fn vref(p: &Option<(String, String)>) -> Option<VersionRef> {
     p.as_ref().map(|(v, b)| VersionRef {
@@ -586,8 +545,10 @@ pub fn result_word(state: JobState) -> &'static str {
     }
 }
 
-impl Report {
-    pub fn of(job: &UpdateJob) -> Self {
+impl UpdateJob {
+    /// The job as people read it.
+    pub fn report(&self) -> UpdateReport {
+        let job = self;
         let before = vref(&job.from);
         let target = vref(&job.to);
         let dry_run = serde_json::from_str::<serde_json::Value>(&job.params)
@@ -600,11 +561,11 @@ impl Report {
             JobState::RolledBack | JobState::Failed => before.clone(),
             _ => None,
         };
-        Self {
-            result: result_word(job.state),
+        UpdateReport {
+            result: result_word(job.state).into(),
             job_id: job.id.clone(),
-            kind: job.kind.as_str(),
-            state: job.state.as_str(),
+            kind: job.kind.as_str().into(),
+            state: job.state.as_str().into(),
             dry_run,
             requester: job.requester.clone(),
             launcher: job.launcher.clone(),
@@ -617,7 +578,7 @@ impl Report {
                 .iter()
                 .map(|s| StepLine {
                     name: s.name.clone(),
-                    status: s.state.as_str(),
+                    status: s.state.as_str().into(),
                     ms: s.finished_at_ms.map(|f| f - s.started_at_ms),
                     detail: s.detail.clone(),
                 })
@@ -628,10 +589,6 @@ impl Report {
             continuation_message: job.continuation.clone(),
             continuation_delivered: job.delivered_at_ms.is_some(),
         }
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        if self.result == "OK" { 0 } else { 1 }
     }
 }
 

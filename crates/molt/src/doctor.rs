@@ -473,7 +473,7 @@ fn check_update_journal(d: &Doctor) -> Outcome {
         Some(j) => Outcome::ok(format!(
             "no unfinished update; the last, {}, ended {}",
             j.id,
-            molt_store::Report::of(&j).result
+            j.report().result
         )),
         None => Outcome::ok("no update has run"),
     }

@@ -34,7 +34,7 @@ use futures_util::{SinkExt, StreamExt};
 use jsonschema::Validator;
 use molt_protocol::connect::ConnectParams;
 use molt_protocol::device::{self, DeviceKey};
-use molt_protocol::scope;
+use molt_protocol::methods;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -400,7 +400,7 @@ impl Log {
                 Some("event") => {
                     let name = frame["event"].as_str().unwrap_or_default();
                     assert!(
-                        scope::EVENTS.contains(&name),
+                        methods::EVENTS.contains(&name),
                         "{what}: event {name:?} is not in features.events"
                     );
                     if let Some(seq) = frame["seq"].as_u64() {
@@ -761,14 +761,16 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
         "the snapshot's presence lists this client: {hello}"
     );
 
-    // features.methods is exactly what molt implements, in its table's order.
-    let implemented: Vec<&str> = scope::METHODS.iter().map(|(m, _)| *m).collect();
-    let listed: Vec<&str> = hello["features"]["methods"]
+    // features.methods is exactly what molt declares: every declared method has a handler.
+    let mut implemented: Vec<&str> = methods::all().map(|m| m.name).collect();
+    implemented.sort_unstable();
+    let mut listed: Vec<&str> = hello["features"]["methods"]
         .as_array()
         .expect("features.methods")
         .iter()
         .map(|m| m.as_str().expect("method name"))
         .collect();
+    listed.sort_unstable();
     assert_eq!(listed, implemented, "features.methods");
     let events: Vec<&str> = hello["features"]["events"]
         .as_array()
@@ -776,11 +778,12 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
         .iter()
         .map(|m| m.as_str().expect("event name"))
         .collect();
-    assert_eq!(events, scope::EVENTS, "features.events");
+    assert_eq!(events, methods::EVENTS, "features.events");
 
     // Every protocol method molt implements exists upstream, with the same scope.
     let s = schema();
-    for (method, needed) in scope::METHODS {
+    for m in methods::all() {
+        let method = m.name;
         if method.starts_with("molt.") {
             continue;
         }
@@ -788,7 +791,7 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
             .method_scope(method)
             .unwrap_or_else(|| panic!("{method} is not in the schema's methods map"));
         assert_eq!(
-            needed.as_str(),
+            m.scope.as_str(),
             upstream,
             "the scope molt enforces for {method} differs from the schema's"
         );
@@ -801,11 +804,12 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
     let mut bare = log.open(gw.port).await;
     let hello = bare.hello(params(&[], None)).await;
     assert_eq!(hello["auth"]["scopes"], json!([]), "{hello}");
-    for (method, _) in scope::METHODS {
+    for m in methods::all() {
+        let method = m.name;
         if method.starts_with("molt.") {
             continue;
         }
-        let p = match *method {
+        let p = match method {
             "tasks.get" | "tasks.cancel" => json!({ "taskId": "run_x" }),
             "device.pair.approve" | "device.pair.reject" => json!({ "requestId": "dev_x" }),
             _ => json!({}),

@@ -297,7 +297,7 @@ fn finish_report(store: &Store, id: &str, json: bool) -> Result<(), Failure> {
         .update_job(id)
         .map_err(|e| Failure::failed(e.to_string()))?
         .ok_or_else(|| Failure::failed(format!("update job {id} vanished")))?;
-    let report = Report::of(&job);
+    let report = job.report();
     print_report(&report, json);
     match report.exit_code() {
         0 => Ok(()),
@@ -318,8 +318,8 @@ fn interrupted(ctx: &Context, job: &UpdateJob, json: bool) -> Result<(), Failure
         job.where_stopped(),
         crate::service::profile_flag(ctx)
     );
-    let mut report = Report::of(job);
-    report.result = "FAILED";
+    let mut report = job.report();
+    report.result = "FAILED".into();
     report.reason = Some(reason.clone());
     print_report(&report, json);
     Err(Failure::failed(reason))
@@ -352,7 +352,7 @@ fn status(ctx: &Context, follow_it: bool, json: bool) -> Result<(), Failure> {
             .and_then(molt_service::transient::Launched::parse);
         return follow(ctx, &store, &job.id, launched.as_ref(), json);
     }
-    print_report(&Report::of(&job), json);
+    print_report(&job.report(), json);
     Ok(())
 }
 

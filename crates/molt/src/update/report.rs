@@ -1,7 +1,7 @@
 //! The update report as text: `Update Result: OK|ROLLED BACK|FAILED`, Before, After, each
 //! step with its time. `--json` prints [`Report`] itself, so both forms carry the same data.
 
-pub use molt_store::{Report, VersionRef};
+pub use molt_store::{UpdateReport as Report, VersionRef};
 
 pub fn print_text(r: &Report) {
     let v = |x: &Option<VersionRef>| {
@@ -39,7 +39,7 @@ pub fn print_text(r: &Report) {
     println!("Steps:");
     let width = r.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for s in &r.steps {
-        let mark = match s.status {
+        let mark = match s.status.as_str() {
             "ok" => "✓",
             "failed" => "✗",
             "skipped" => "-",
@@ -68,7 +68,7 @@ pub fn print_text(r: &Report) {
             }
         );
     }
-    match r.result {
+    match r.result.as_str() {
         "FAILED" if !r.steps.iter().any(|s| s.name == "switch") => println!(
             "Nothing was switched: the installed version is unchanged. Fix the cause above and run `molt update` again."
         ),

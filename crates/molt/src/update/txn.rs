@@ -151,7 +151,7 @@ pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
         tracing::error!(job = job_id, error = %e.message, "update job failed");
     }
     u.notify_gateway();
-    let code = super::report::Report::of(&job).exit_code();
+    let code = job.report().exit_code();
     if code == 0 {
         Ok(())
     } else {

@@ -1,0 +1,37 @@
+//! The handlers of every method, one file per family, and the one place that routes them.
+//!
+//! Adding a method: declare it in `molt_protocol::methods::<family>`, write its handler in
+//! the family's file here, and add one `.on::<M>(handler)` line to that file's `register`.
+
+mod devices;
+mod system;
+mod tasks;
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::executor::Executor;
+use crate::handover::Handover;
+use crate::router::Router;
+use crate::update::Updates;
+
+pub use system::GatewayFacts;
+
+/// What the handlers work on.
+pub struct Parts {
+    pub app: Arc<App>,
+    pub facts: Arc<GatewayFacts>,
+    pub runs: Arc<Executor>,
+    pub handover: Arc<Handover>,
+    pub updates: Arc<Updates>,
+}
+
+/// The router of this gateway: every declared method, each with its handler.
+pub fn router(parts: &Parts) -> Router {
+    let mut r = Router::default();
+    system::register(&mut r, parts);
+    tasks::register(&mut r, &parts.runs);
+    devices::register(&mut r, &parts.app);
+    crate::update::register(&mut r, &parts.updates);
+    r
+}

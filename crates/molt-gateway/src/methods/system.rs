@@ -1,0 +1,213 @@
+//! The gateway itself: `health`, `status`, `system-presence`, `gateway.identity.get`,
+//! `logs.tail` and `gateway.restart.request`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use molt_protocol::frame::ErrorShape;
+use molt_protocol::method::AnyParams;
+use molt_protocol::methods::system::{
+    Health, HealthResult, IdentityGet, IdentityResult, LogsTail, LogsTailParams, LogsTailResult,
+    RestartParams, RestartRequest, RestartResult, Status, StatusResult, SystemPresence,
+    Unauthenticated,
+};
+use serde_json::{Value, json};
+
+use crate::app::{App, now_ms};
+use crate::handover::Handover;
+use crate::router::{Caller, Router};
+use crate::store_handle::to_error_shape;
+use crate::subsystem::Subsystems;
+
+/// What `status` and `logs.tail` report about this gateway beyond the shared [`App`].
+pub struct GatewayFacts {
+    pub app: Arc<App>,
+    pub profile: String,
+    pub port: u16,
+    pub log_file: PathBuf,
+    pub subsystems: Arc<Subsystems>,
+}
+
+pub fn register(r: &mut Router, parts: &super::Parts) {
+    r.with(&parts.app)
+        .on::<Health>(health)
+        .on::<SystemPresence>(presence)
+        .on::<IdentityGet>(identity);
+    r.with(&parts.facts)
+        .on::<Status>(status)
+        .on::<LogsTail>(logs_tail);
+    r.with(&parts.handover).on::<RestartRequest>(restart);
+}
+
+async fn health(app: Arc<App>, _: Caller, _: AnyParams) -> Result<HealthResult, ErrorShape> {
+    Ok(HealthResult {
+        probe: app.probe(),
+        ok: true,
+        ts: now_ms(),
+        duration_ms: 0,
+    })
+}
+
+async fn presence(app: Arc<App>, _: Caller, _: AnyParams) -> Result<Vec<Value>, ErrorShape> {
+    Ok(app.presence(None, usize::MAX))
+}
+
+async fn identity(app: Arc<App>, _: Caller, _: AnyParams) -> Result<IdentityResult, ErrorShape> {
+    Ok(IdentityResult {
+        device_id: app.identity.id(),
+        public_key: molt_protocol::device::b64url(&app.identity.public_key()),
+    })
+}
+
+async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusResult, ErrorShape> {
+    let app = &g.app;
+    let runs = app
+        .store
+        .call(|s| s.run_counts())
+        .await
+        .map_err(to_error_shape)?;
+    let last = app
+        .store
+        .call(|s| s.meta("last_handover"))
+        .await
+        .map_err(to_error_shape)?;
+    let (open, shed) = app.pending.counts();
+    let limits = app.pending.limits();
+    Ok(StatusResult {
+        probe: app.probe(),
+        profile: g.profile.clone(),
+        port: g.port,
+        started_at_ms: app.started_at_ms,
+        state_dir: app.state_dir.display().to_string(),
+        config_path: app.config_path.display().to_string(),
+        runs,
+        active_runs: g.subsystems.in_flight_of("runs"),
+        subsystems: g.subsystems.status(),
+        connections: app.peers.lock().map(|p| p.len()).unwrap_or(0),
+        unauthenticated: Unauthenticated {
+            open,
+            max: limits.total,
+            max_per_address: limits.per_address,
+            shed,
+        },
+        last_handover: last.and_then(|t| serde_json::from_str(&t).ok()),
+    })
+}
+
+/// `gateway.restart.request`: a handover to what `current` points to. Answers once the new
+/// process accepts (or the attempt failed and this process still serves).
+async fn restart(
+    handover: Arc<Handover>,
+    _: Caller,
+    p: RestartParams,
+) -> Result<RestartResult, ErrorShape> {
+    tracing::info!(
+        reason = p.reason.as_deref().unwrap_or(""),
+        "restart requested over the protocol"
+    );
+    let (outcome, coalesced) = handover.request().await;
+    match outcome {
+        Ok(report) => Ok(RestartResult {
+            ok: true,
+            status: if coalesced { "coalesced" } else { "completed" }.into(),
+            handover: report,
+        }),
+        Err(e) => Err(ErrorShape::unavailable(
+            format!("restart failed, the gateway still serves: {e}"),
+            1000,
+        )
+        .with_details(json!({ "reason": "handover-failed" }))),
+    }
+}
+
+async fn logs_tail(
+    g: Arc<GatewayFacts>,
+    _: Caller,
+    p: LogsTailParams,
+) -> Result<LogsTailResult, ErrorShape> {
+    let path = g.log_file.clone();
+    let limit = p.limit.unwrap_or(200).clamp(1, 5000) as usize;
+    let max_bytes = p.max_bytes.unwrap_or(256 * 1024).clamp(1, 1_000_000);
+    tokio::task::spawn_blocking(move || tail_file(&path, p.cursor, limit, max_bytes))
+        .await
+        .map_err(|e| ErrorShape::unavailable(e.to_string(), 1000))?
+}
+
+/// Reads log lines. Without a cursor: the last `limit` lines. With one: what follows it. The
+/// returned cursor is the byte offset to pass next time.
+fn tail_file(
+    path: &Path,
+    cursor: Option<u64>,
+    limit: usize,
+    max_bytes: u64,
+) -> Result<LogsTailResult, ErrorShape> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file_name = path.display().to_string();
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogsTailResult {
+                file: file_name,
+                cursor: 0,
+                size: 0,
+                lines: Vec::new(),
+                truncated: false,
+                reset: false,
+                skipped_bytes: None,
+            });
+        }
+        Err(e) => {
+            return Err(ErrorShape::unavailable(
+                format!("cannot read {file_name}: {e}"),
+                1000,
+            ));
+        }
+    };
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reset = false;
+    let start = match cursor {
+        Some(c) if c <= size => c,
+        Some(_) => {
+            reset = true; // the file was truncated or rotated
+            0
+        }
+        None => size.saturating_sub(max_bytes),
+    };
+    let mut skipped = 0;
+    let read_from = if size - start > max_bytes {
+        skipped = size - start - max_bytes;
+        size - max_bytes
+    } else {
+        start
+    };
+    let io =
+        |e: std::io::Error| ErrorShape::unavailable(format!("cannot read {file_name}: {e}"), 1000);
+    f.seek(SeekFrom::Start(read_from)).map_err(io)?;
+    let mut buf = Vec::new();
+    f.take(size - read_from).read_to_end(&mut buf).map_err(io)?;
+    // Only whole lines: keep a partial last line for the next call.
+    let end = buf
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..end]);
+    let mut lines: Vec<&str> = text.lines().collect();
+    // A cut at the front (maxBytes) may start mid-line.
+    if ((cursor.is_none() && read_from > 0) || skipped > 0) && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let truncated = lines.len() > limit;
+    if truncated {
+        lines.drain(..lines.len() - limit);
+    }
+    Ok(LogsTailResult {
+        file: file_name,
+        cursor: read_from + end as u64,
+        size,
+        lines: lines.into_iter().map(str::to_owned).collect(),
+        truncated: truncated || skipped > 0,
+        reset,
+        skipped_bytes: (skipped > 0).then_some(skipped),
+    })
+}
