@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use molt_protocol::connect::{ClientInfo, ConnectAuth, ConnectParams};
 use molt_protocol::device::DeviceKey;
 use molt_protocol::frame::{ErrorShape, RequestFrame, ServerFrame};
+use molt_protocol::method::Method;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -139,6 +140,25 @@ impl Client {
     /// The `hello-ok` payload of the current connection.
     pub fn hello(&self) -> &Value {
         &self.hello
+    }
+
+    /// Calls method `M` with typed params and decodes its typed result; on a gateway restart
+    /// it reconnects and retries, as [`Client::call`] does.
+    pub async fn request<M: Method>(
+        &mut self,
+        params: &M::Params,
+    ) -> Result<M::Result, ClientError> {
+        let raw = self.call(M::NAME, Some(encode::<M>(params)?)).await?;
+        decode::<M>(raw)
+    }
+
+    /// [`Client::request`] on this connection only: no reconnect.
+    pub async fn request_once<M: Method>(
+        &mut self,
+        params: &M::Params,
+    ) -> Result<M::Result, ClientError> {
+        let raw = self.call_once(M::NAME, Some(encode::<M>(params)?)).await?;
+        decode::<M>(raw)
     }
 
     /// Calls `method`; on a gateway restart (1012) reconnects with backoff (1 s, doubling, up
@@ -473,4 +493,20 @@ async fn handshake(opts: &ClientOptions) -> Result<(Ws, Value), ClientError> {
         save_token_if_new(path, key, old.as_deref(), tok)?;
     }
     Ok((ws, hello))
+}
+
+fn encode<M: Method>(params: &M::Params) -> Result<Value, ClientError> {
+    serde_json::to_value(params)
+        .map_err(|e| ClientError::Protocol(format!("cannot encode {} params: {e}", M::NAME)))
+}
+
+/// A result that does not decode means client and gateway disagree on the protocol: say
+/// which method, so the person can tell a version skew from a bug.
+fn decode<M: Method>(raw: Value) -> Result<M::Result, ClientError> {
+    serde_json::from_value(raw).map_err(|e| {
+        ClientError::Protocol(format!(
+            "unexpected {} result (is the gateway another molt version?): {e}",
+            M::NAME
+        ))
+    })
 }
