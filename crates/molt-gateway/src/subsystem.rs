@@ -111,3 +111,98 @@ impl Subsystems {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// Holds `work` items until aborted; records each call it gets.
+    struct Fake {
+        name: &'static str,
+        work: watch::Sender<usize>,
+        started: AtomicBool,
+        admitting: AtomicBool,
+        aborts: AtomicUsize,
+    }
+
+    impl Fake {
+        fn new(name: &'static str, work: usize) -> Arc<Self> {
+            Arc::new(Self {
+                name,
+                work: watch::Sender::new(work),
+                started: AtomicBool::new(false),
+                admitting: AtomicBool::new(true),
+                aborts: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Subsystem for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn start(self: Arc<Self>) {
+            self.started.store(true, Ordering::SeqCst);
+        }
+        fn close_admission(&self) {
+            self.admitting.store(false, Ordering::SeqCst);
+        }
+        fn in_flight(&self) -> usize {
+            *self.work.borrow()
+        }
+        fn wait_idle(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+            let mut rx = self.work.subscribe();
+            Box::pin(async move {
+                tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0))
+                    .await
+                    .is_ok()
+            })
+        }
+        fn abort(&self) {
+            self.aborts.fetch_add(1, Ordering::SeqCst);
+            self.work.send_replace(0);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_list_drives_every_subsystem_and_waits_no_longer_than_asked() {
+        let (idle, busy) = (Fake::new("idle", 0), Fake::new("busy", 2));
+        let list = Subsystems::new(vec![idle.clone(), busy.clone()]);
+        list.start();
+        assert!(idle.started.load(Ordering::SeqCst) && busy.started.load(Ordering::SeqCst));
+        assert_eq!(list.in_flight(), 2);
+        assert_eq!(list.in_flight_of("busy"), 2);
+        assert_eq!(
+            list.status(),
+            vec![
+                SubsystemStatus {
+                    name: "idle".into(),
+                    in_flight: 0
+                },
+                SubsystemStatus {
+                    name: "busy".into(),
+                    in_flight: 2
+                },
+            ]
+        );
+
+        list.close_admission();
+        assert!(!busy.admitting.load(Ordering::SeqCst));
+        let t0 = std::time::Instant::now();
+        assert!(
+            !list.wait_idle(Duration::from_millis(50)).await,
+            "busy never idles"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "the wait is bounded");
+
+        // A handover releases by aborting unless a subsystem says otherwise.
+        list.release_to_successor();
+        assert_eq!(busy.aborts.load(Ordering::SeqCst), 1);
+        assert!(list.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(list.in_flight(), 0);
+    }
+}
