@@ -6,7 +6,6 @@
 
 mod app;
 pub mod executor;
-pub mod fsutil;
 pub mod handover;
 mod http;
 mod lock;
@@ -14,7 +13,6 @@ pub mod logging;
 mod methods;
 pub mod notify;
 mod pending;
-pub mod process;
 mod store_handle;
 mod update;
 mod ws;
@@ -25,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use molt_config::{AuthSource, Config, Profile};
+use molt_host::{fsutil, process};
 use molt_protocol::handshake::AuthPolicy;
 use tokio::signal::unix::{SignalKind, signal};
 
