@@ -4,6 +4,8 @@
 //! (kept in `<state>/identity/device.json`, 0600), and issues requests. [`Client::call`]
 //! reconnects with backoff when the gateway restarts (close 1012).
 
+pub mod profile;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

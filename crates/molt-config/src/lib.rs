@@ -6,6 +6,10 @@
 //! top of that. [`Config::validate`] enforces the rules that no single key can express, such as
 //! "a non-loopback bind needs auth".
 
+mod context;
+
+pub use context::{Context, Overrides};
+
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,6 @@
 
 mod app;
 pub mod executor;
-pub mod fsutil;
 pub mod handover;
 mod http;
 mod lock;
@@ -15,7 +14,6 @@ pub mod logging;
 mod methods;
 pub mod notify;
 mod pending;
-pub mod process;
 mod router;
 mod store_handle;
 pub mod subsystem;
@@ -28,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use molt_config::{AuthSource, Config, Profile};
+use molt_host::{fsutil, process};
 use molt_protocol::handshake::AuthPolicy;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -61,3 +61,26 @@ pub fn linger(user: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// Whether `unit` is active (false when the manager cannot be asked).
+pub fn is_active(unit: &str) -> bool {
+    show(unit, &["ActiveState"])
+        .map(|m| m.get("ActiveState").map(String::as_str) == Some("active"))
+        .unwrap_or(false)
+}
+
+/// The user this process runs as, by name, for `loginctl`: `USER`, else `LOGNAME`, else root.
+pub fn login_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into())
+}
+
+/// Runs `loginctl enable-linger USER`; whether it succeeded.
+pub fn enable_linger(user: &str) -> bool {
+    Command::new("loginctl")
+        .args(["enable-linger", user])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

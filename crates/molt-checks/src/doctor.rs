@@ -1,7 +1,7 @@
 //! `molt doctor`: ordered checks of one profile's install, each `ok|warn|fail` with a
-//! one-line finding and the exact command that fixes it. `--fix` applies the fixes that are
-//! molt's own and safe (file modes, the unit, starting a failed service, a handover to
-//! `current`), then runs the check again and reports what it says now.
+//! one-line finding and the exact command that fixes it. With `fix`, it applies the fixes
+//! that are molt's own and safe (file modes, the unit, starting a failed service, a handover
+//! to `current`), then runs the check again and reports what it says now.
 //!
 //! Exit codes: 0 all ok, 1 warnings, 2 failures (after fixes).
 
@@ -10,16 +10,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use molt_config::{Config, Profile};
+use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_config::{Config, Context, Profile};
+use molt_host as host;
+use molt_service::install as service;
 use molt_service::{layout, systemctl, unit};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::commands::{Context, Failure};
-use crate::host;
-use crate::service;
-use crate::{Cli, DoctorArgs};
-
+/// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -29,7 +28,8 @@ pub enum Status {
 }
 
 impl Status {
-    fn label(self) -> &'static str {
+    /// The word the text report shows.
+    pub fn label(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Warn => "warn",
@@ -106,8 +106,8 @@ pub struct CheckReport {
 
 /// What the checks share.
 struct Doctor<'a> {
-    cli: &'a Cli,
-    ctx: Context,
+    access: &'a Access,
+    ctx: &'a Context,
     config_error: Option<String>,
     unit: String,
     pf: String,
@@ -134,23 +134,42 @@ const CHECKS: &[(&str, CheckFn, Option<FixFn>)] = &[
     ("other-gateways", check_other_gateways, None),
 ];
 
-pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), Failure> {
-    let (ctx, config_error) = crate::commands::resolve_lenient(cli)?;
+/// How to run the checks.
+#[derive(Debug, Clone, Default)]
+pub struct DoctorOptions {
+    /// Repair what molt can safely repair itself, then check again.
+    pub fix: bool,
+    /// How to reach the profile's gateway.
+    pub access: Access,
+}
+
+/// Every check's line, and the counts that give the exit code.
+#[derive(Debug, Clone)]
+pub struct DoctorReport {
+    pub checks: Vec<CheckReport>,
+    pub ok: usize,
+    pub warn: usize,
+    pub fail: usize,
+    /// 0 all ok, 1 warnings, 2 failures.
+    pub exit_code: i32,
+}
+
+/// Runs the checks in order (and their fixes, with `opts.fix`) on the profile of `ctx`,
+/// whose config failed to load with `config_error`, if it did. `on_check` sees each check's
+/// line as soon as it is done.
+pub fn run(
+    ctx: &Context,
+    config_error: Option<String>,
+    opts: &DoctorOptions,
+    mut on_check: impl FnMut(&CheckReport),
+) -> DoctorReport {
     let d = Doctor {
-        cli,
+        access: &opts.access,
         unit: ctx.profile.unit_name(),
-        pf: service::profile_flag(&ctx),
+        pf: ctx.profile_flag(),
         ctx,
         config_error,
     };
-    if !args.json {
-        println!(
-            "molt doctor: profile {} ({}){}",
-            d.ctx.profile,
-            d.unit,
-            if args.fix { ", fixing" } else { "" }
-        );
-    }
     let mut reports = Vec::new();
     for &(id, check, fix) in CHECKS {
         let t0 = Instant::now();
@@ -166,7 +185,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), Failure> {
         };
         let mut fix_report = None;
         if let (true, Some(fix), true, false) =
-            (args.fix, fix, outcome.fixable, outcome.status == Status::Ok)
+            (opts.fix, fix, outcome.fixable, outcome.status == Status::Ok)
         {
             let before = outcome.clone();
             let (actions, error) = match fix(&d) {
@@ -186,77 +205,24 @@ pub fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), Failure> {
             fix: fix_report,
             ms: t0.elapsed().as_millis() as u64,
         };
-        if !args.json {
-            print_check(&report);
-        }
+        on_check(&report);
         reports.push(report);
     }
     let count = |s: Status| reports.iter().filter(|r| r.outcome.status == s).count();
     let (ok, warn, fail) = (count(Status::Ok), count(Status::Warn), count(Status::Fail));
-    let code = if fail > 0 {
+    let exit_code = if fail > 0 {
         2
     } else if warn > 0 {
         1
     } else {
         0
     };
-    if args.json {
-        let v = json!({
-            "profile": d.ctx.profile.to_string(),
-            "unit": d.unit,
-            "fix": args.fix,
-            "checks": reports,
-            "summary": { "ok": ok, "warn": warn, "fail": fail },
-            "exitCode": code,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
-        );
-    } else {
-        println!("{ok} ok, {warn} warning(s), {fail} failure(s)");
-        if !args.fix && reports.iter().any(|r| r.outcome.fixable) {
-            println!(
-                "run `molt doctor{} --fix` to repair what is marked fixable",
-                d.pf
-            );
-        }
-    }
-    match code {
-        0 => Ok(()),
-        _ => Err(Failure {
-            code,
-            message: format!("doctor: {fail} check(s) failed, {warn} warning(s)"),
-        }),
-    }
-}
-
-fn print_check(r: &CheckReport) {
-    let o = &r.outcome;
-    if let Some(f) = &r.fix {
-        println!(
-            "{:<5} {:<15} {}",
-            f.before.status.label(),
-            r.id,
-            f.before.finding
-        );
-        for a in &f.actions {
-            println!("      fixed: {a}");
-        }
-        if let Some(e) = &f.error {
-            println!("      fix failed: {e}");
-        }
-        println!("      now: {} {}", o.status.label(), o.finding);
-    } else {
-        println!("{:<5} {:<15} {}", o.status.label(), r.id, o.finding);
-    }
-    if o.status != Status::Ok {
-        if let Some(rem) = &o.remedy {
-            println!(
-                "      remedy{}: {rem}",
-                if o.fixable { " (--fix)" } else { "" }
-            );
-        }
+    DoctorReport {
+        checks: reports,
+        ok,
+        warn,
+        fail,
+        exit_code,
     }
 }
 
@@ -445,7 +411,7 @@ fn check_update_journal(d: &Doctor) -> Outcome {
     let now = service::now_ms() as i64;
     let stuck: Vec<_> = unfinished
         .iter()
-        .filter(|j| lock_free && j.is_abandoned(now, molt_gateway::process::pid_alive))
+        .filter(|j| lock_free && j.is_abandoned(now, host::process::pid_alive))
         .collect();
     if let Some(j) = stuck.first() {
         return Outcome::bad(
@@ -482,7 +448,7 @@ fn check_update_journal(d: &Doctor) -> Outcome {
 /// Runs `molt update recover` (the same transaction path, as its own updater).
 fn fix_update_journal(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
     let exe = std::env::current_exe().map_err(|e| (Vec::new(), e.to_string()))?;
-    let args = crate::update::txn::global_args(d.cli).map_err(|e| (Vec::new(), e))?;
+    let args = d.ctx.overrides.global_args().map_err(|e| (Vec::new(), e))?;
     let out = std::process::Command::new(exe)
         .args(args)
         .args(["update", "recover", "--json"])
@@ -525,12 +491,12 @@ fn unit_props(unit: &str) -> Result<HashMap<String, String>, String> {
 }
 
 fn current_version(d: &Doctor) -> Option<(String, String)> {
-    let layout = service::layout(&d.ctx, None).ok()?;
+    let layout = service::layout(d.ctx, None).ok()?;
     layout::binary_version(&layout.current_binary()).ok()
 }
 
 fn check_service(d: &Doctor) -> Outcome {
-    let installed = service::unit_path(&d.ctx)
+    let installed = service::unit_path(d.ctx)
         .map(|p| p.exists())
         .unwrap_or(false);
     let props = match unit_props(&d.unit) {
@@ -673,9 +639,7 @@ fn fix_service(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
 }
 
 fn check_linger(_d: &Doctor) -> Outcome {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
+    let user = systemctl::login_user();
     match systemctl::linger(&user) {
         Some(true) => Outcome::ok(format!("linger is on for {user}")),
         Some(false) => Outcome::bad(
@@ -710,10 +674,10 @@ struct Versions {
 fn versions(d: &Doctor) -> Versions {
     let mut v = Versions {
         current: current_version(d),
-        active: service::is_active(&d.unit),
+        active: systemctl::is_active(&d.unit),
         ..Versions::default()
     };
-    if let Some(text) = service::unit_path(&d.ctx)
+    if let Some(text) = service::unit_path(d.ctx)
         .ok()
         .and_then(|p| std::fs::read_to_string(p).ok())
     {
@@ -724,7 +688,7 @@ fn versions(d: &Doctor) -> Versions {
         v.exec_start = l.exec_start.clone();
         let (argv, _) = host::unit_exec_env(&text);
         if let Some(bin) = argv.first().map(PathBuf::from) {
-            let current_bin = service::layout(&d.ctx, None)
+            let current_bin = service::layout(d.ctx, None)
                 .map(|l| l.current_binary())
                 .ok();
             v.exec_version = if current_bin.as_deref() == Some(bin.as_path()) {
@@ -734,7 +698,7 @@ fn versions(d: &Doctor) -> Versions {
             };
         }
     }
-    if let Ok(s) = crate::commands::call_gateway(d.cli, &d.ctx, "status", None) {
+    if let Ok(s) = call_gateway(d.ctx, d.access, "status", None) {
         v.running = Some((
             s["version"].as_str().unwrap_or("").to_owned(),
             s["buildId"].as_str().unwrap_or("").to_owned(),
@@ -840,7 +804,7 @@ fn fix_versions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
         return Err((done, "no installed version to agree with".into()));
     };
     if !unit_disagreements(&v).is_empty() {
-        let changes = service::write_unit(d.cli, &d.ctx).map_err(|e| (Vec::new(), e.message))?;
+        let changes = service::write_unit(d.ctx).map_err(|e| (Vec::new(), e.to_string()))?;
         done.push(format!(
             "rewrote {} for {} and reloaded systemd ({} line(s) changed)",
             d.unit,
@@ -850,12 +814,9 @@ fn fix_versions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
     }
     if v.running.as_ref().is_some_and(|r| *r != current) {
         // A handover to what `current` points to: never a stop and a start.
-        let r = crate::commands::call_gateway(d.cli, &d.ctx, "gateway.restart.request", None)
-            .map_err(|e| (done.clone(), format!("handover refused: {}", e.message)))?;
-        done.push(format!(
-            "handover: {}",
-            crate::commands::describe_handover(&r["handover"])
-        ));
+        let r = call_gateway(d.ctx, d.access, "gateway.restart.request", None)
+            .map_err(|e| (done.clone(), format!("handover refused: {e}")))?;
+        done.push(format!("handover: {}", describe_handover(&r["handover"])));
         match wait_ready(d) {
             Ok(r) => done.push(r),
             Err(e) => return Err((done, e)),
@@ -978,7 +939,7 @@ fn check_port(d: &Doctor) -> Outcome {
 
 fn check_connectivity(d: &Doctor) -> Outcome {
     let t0 = Instant::now();
-    match crate::commands::call_gateway(d.cli, &d.ctx, "health", None) {
+    match call_gateway(d.ctx, d.access, "health", None) {
         Ok(h) => Outcome::ok(format!(
             "handshake and health answered in {} ms{}",
             t0.elapsed().as_millis(),
@@ -990,7 +951,7 @@ fn check_connectivity(d: &Doctor) -> Outcome {
         .details(h),
         Err(e) => Outcome::bad(
             Status::Fail,
-            format!("no handshake: {}", e.message),
+            format!("no handshake: {e}"),
             format!("molt service status{pf}; molt service start{pf}", pf = d.pf),
         ),
     }

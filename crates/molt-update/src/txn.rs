@@ -26,11 +26,14 @@ use molt_store::{JobState, JournalStepState, Store, UpdateJob, UpdateKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::report::VersionRef;
-use super::source::Source;
-use crate::Cli;
-use crate::commands::{Context, Failure};
+use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_config::Context;
+use molt_service::install::{self, now_ms};
 use molt_service::update_lock::UpdateLock;
+use molt_store::VersionRef;
+
+use crate::error::UpdateError;
+use crate::source::Source;
 
 /// The request stored with an update job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,8 +88,9 @@ struct StepError {
 
 type StepResult<T> = Result<T, StepError>;
 
+/// One run of the updater over one job.
 pub struct Updater<'a> {
-    cli: &'a Cli,
+    access: &'a Access,
     ctx: &'a Context,
     /// The job's request (defaults for rollback and recovery jobs).
     params: UpdateParams,
@@ -100,43 +104,44 @@ pub struct Updater<'a> {
 }
 
 /// Opens the profile's store (creating the state dir 0700 if needed).
-pub fn open_store(ctx: &Context) -> Result<Store, Failure> {
+pub fn open_store(ctx: &Context) -> Result<Store, UpdateError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&ctx.state_dir)
         .map_err(|e| {
-            Failure::failed(format!(
+            UpdateError::Failed(format!(
                 "cannot create the state dir {}: {e}",
                 ctx.state_dir.display()
             ))
         })?;
     let path = ctx.state_dir.join("molt.db");
-    Store::open(&path).map_err(|e| Failure::failed(format!("cannot open {}: {e}", path.display())))
+    Store::open(&path)
+        .map_err(|e| UpdateError::Failed(format!("cannot open {}: {e}", path.display())))
 }
 
 /// `molt update apply --job ID`: runs the job to a final state.
-pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
+pub fn apply(ctx: &Context, access: &Access, job_id: &str) -> Result<(), UpdateError> {
     let store = open_store(ctx)?;
     let job = store
         .update_job(job_id)
-        .map_err(|e| Failure::failed(e.to_string()))?
-        .ok_or_else(|| Failure::failed(format!("no update job {job_id}")))?;
+        .map_err(|e| UpdateError::Failed(e.to_string()))?
+        .ok_or_else(|| UpdateError::Failed(format!("no update job {job_id}")))?;
     if job.state != JobState::Pending {
-        return Err(Failure::failed(format!(
+        return Err(UpdateError::Failed(format!(
             "update job {job_id} already ran (it is {}); see `molt update status`",
             job.state.as_str()
         )));
     }
     let params: UpdateParams = serde_json::from_str(&job.params).unwrap_or_default();
     let mut u = Updater {
-        cli,
+        access,
         ctx,
         params,
         store,
         job,
-        layout: crate::service::layout(ctx, None)?,
+        layout: install::layout(ctx, None)?,
         unit: ctx.profile.unit_name(),
         failpoint: std::env::var("MOLT_UPDATE_FAILPOINT").ok(),
         step_seq: 0,
@@ -144,7 +149,7 @@ pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
     let pid = std::process::id();
     u.store
         .set_update_runner(job_id, pid)
-        .map_err(|e| Failure::failed(e.to_string()))?;
+        .map_err(|e| UpdateError::Failed(e.to_string()))?;
     let outcome = u.run();
     let job = u.reload();
     if let Err(e) = &outcome {
@@ -155,7 +160,7 @@ pub fn apply(cli: &Cli, ctx: &Context, job_id: &str) -> Result<(), Failure> {
     if code == 0 {
         Ok(())
     } else {
-        Err(Failure {
+        Err(UpdateError::Ended {
             code,
             message: format!(
                 "update job {job_id}: {}",
@@ -302,7 +307,7 @@ impl Updater<'_> {
             format!(
                 "no installed version ({} is missing): run `molt install{}` first",
                 self.layout.current().display(),
-                crate::service::profile_flag(self.ctx)
+                self.ctx.profile_flag()
             )
         })?;
         Ok(VersionRef {
@@ -430,7 +435,7 @@ impl Updater<'_> {
                 "no release source: pass --source DIR|URL or set [update] source in molt.toml"
                     .to_owned()
             })?;
-        let source = Source::open(&spec)?;
+        let source = Source::open(&spec, &format!("molt/{}", self.access.client_version))?;
         let (bytes, sig) = source.manifest()?;
         keys::verify_signature(&bytes, &sig, &trusted).map_err(|e| e.to_string())?;
         let key = sig.split_whitespace().nth(1).unwrap_or("?").to_owned();
@@ -496,7 +501,7 @@ impl Updater<'_> {
             ));
         }
         let out = std::process::Command::new(binary)
-            .args(global_args(self.cli)?)
+            .args(self.ctx.overrides.global_args()?)
             .args(["gateway", "check", "--json"])
             .stdin(std::process::Stdio::null())
             .output()
@@ -517,7 +522,7 @@ impl Updater<'_> {
         }
         let how = match self
             .layout
-            .add_version(binary, version, &build, crate::service::now_ms())
+            .add_version(binary, version, &build, now_ms())
             .map_err(|e| e.to_string())?
         {
             InstallOutcome::Installed => "installed",
@@ -595,11 +600,11 @@ impl Updater<'_> {
             Ok(done((), format!("current -> versions/{}", target.version)))
         })?;
         self.step(&format!("{prefix}unit"), |u| {
-            let path = crate::service::unit_path(u.ctx).map_err(|f| f.message)?;
+            let path = install::unit_path(u.ctx).map_err(|e| e.to_string())?;
             if !path.exists() {
                 return Ok(skipped((), "no unit installed"));
             }
-            let changes = crate::service::write_unit(u.cli, u.ctx).map_err(|f| f.message)?;
+            let changes = install::write_unit(u.ctx).map_err(|e| e.to_string())?;
             if changes.is_empty() {
                 Ok(skipped(
                     (),
@@ -658,7 +663,7 @@ impl Updater<'_> {
     /// when the unit is down. Never a stop.
     fn hand_over(&mut self, target: &VersionRef) -> Result<Done<()>, String> {
         let running = self.gateway_status();
-        let unit_installed = crate::service::unit_path(self.ctx).is_ok_and(|p| p.exists());
+        let unit_installed = install::unit_path(self.ctx).is_ok_and(|p| p.exists());
         match running {
             Some(s) if s.0 == target.version && s.1 == target.build_id => Ok(skipped(
                 (),
@@ -668,19 +673,19 @@ impl Updater<'_> {
                 if let Some(ms) = self.params.restart_delay_ms.filter(|ms| *ms > 0) {
                     std::thread::sleep(Duration::from_millis(ms).min(MAX_RESTART_DELAY));
                 }
-                let r = crate::commands::call_gateway(
-                    self.cli,
+                let r = call_gateway(
                     self.ctx,
+                    self.access,
                     "gateway.restart.request",
                     Some(json!({ "reason": format!("molt update {}", self.job.id) })),
                 )
                 .map_err(|f| {
                     format!(
-                        "{} did not take over: {}; {} still serves",
-                        target.version, f.message, s.0
+                        "{} did not take over: {f}; {} still serves",
+                        target.version, s.0
                     )
                 })?;
-                Ok(done((), crate::commands::describe_handover(&r["handover"])))
+                Ok(done((), describe_handover(&r["handover"])))
             }
             None if unit_installed => {
                 // Down (failed, or never started): one start. reset-failed clears a
@@ -699,7 +704,7 @@ impl Updater<'_> {
 
     /// (version, buildId, pid) of the gateway answering on this profile's port.
     fn gateway_status(&self) -> Option<(String, String, u64)> {
-        let s = crate::commands::call_gateway(self.cli, self.ctx, "status", None).ok()?;
+        let s = call_gateway(self.ctx, self.access, "status", None).ok()?;
         Some((
             s["version"].as_str()?.to_owned(),
             s["buildId"].as_str()?.to_owned(),
@@ -710,7 +715,7 @@ impl Updater<'_> {
     /// `/readyz` and the protocol must report exactly `target`, and the answering pid must be
     /// the unit's main pid, before the deadline.
     fn verify_serving(&mut self, target: &VersionRef) -> Result<Done<()>, String> {
-        let unit_installed = crate::service::unit_path(self.ctx).is_ok_and(|p| p.exists());
+        let unit_installed = install::unit_path(self.ctx).is_ok_and(|p| p.exists());
         let timeout = Duration::from_millis(
             self.params
                 .verify_timeout_ms
@@ -728,7 +733,7 @@ impl Updater<'_> {
         let mut last;
         let mut first = true;
         loop {
-            let ready = crate::host::http_get(addr, "/readyz");
+            let ready = molt_host::http_get(addr, "/readyz");
             let status = self.gateway_status();
             match (&ready, &status) {
                 (None, None) if !unit_installed && first => {
@@ -855,7 +860,7 @@ impl Updater<'_> {
                     "{reason}; the rollback failed too ({}: {}); run `molt doctor --fix{}`",
                     r.step,
                     r.message,
-                    crate::service::profile_flag(self.ctx)
+                    self.ctx.profile_flag()
                 );
                 self.finish(JobState::Failed, Some(&msg));
             }
@@ -947,11 +952,8 @@ impl Updater<'_> {
         if j.state == JobState::Pending {
             let died = j
                 .updater_pid
-                .is_some_and(|p| !molt_gateway::process::pid_alive(p));
-            if j.is_abandoned(
-                crate::service::now_ms() as i64,
-                molt_gateway::process::pid_alive,
-            ) {
+                .is_some_and(|p| !molt_host::process::pid_alive(p));
+            if j.is_abandoned(now_ms() as i64, molt_host::process::pid_alive) {
                 let why = if died {
                     "its updater died before it took the lock; nothing was changed"
                 } else {
@@ -1059,10 +1061,9 @@ impl Updater<'_> {
     /// Tells the gateway the job ended, so it broadcasts the result and the continuation.
     fn notify_gateway(&mut self) {
         let params = json!({ "jobId": self.job.id });
-        match crate::commands::call_gateway(self.cli, self.ctx, "molt.update.notify", Some(params))
-        {
+        match call_gateway(self.ctx, self.access, "molt.update.notify", Some(params)) {
             Ok(_) => {}
-            Err(e) => tracing::info!(error = %e.message, "no gateway took the update result"),
+            Err(e) => tracing::info!(error = %e, "no gateway took the update result"),
         }
     }
 }
@@ -1088,20 +1089,4 @@ pub fn trusted_keys(ctx: &Context) -> Result<Vec<PublicKey>, String> {
         .iter()
         .map(|k| PublicKey::parse(k).map_err(|e| format!("[update] trusted_keys: {e}")))
         .collect()
-}
-
-/// `--profile/--config/--state-dir` as given to this process (absolute), for the molt
-/// processes the update starts, so they act on the same install.
-pub fn global_args(cli: &Cli) -> Result<Vec<String>, String> {
-    let mut args = Vec::new();
-    if let Some(p) = &cli.profile {
-        args.extend(["--profile".to_owned(), p.clone()]);
-    }
-    for (flag, path) in [("--config", &cli.config), ("--state-dir", &cli.state_dir)] {
-        if let Some(p) = path {
-            let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            args.extend([flag.to_owned(), abs.display().to_string()]);
-        }
-    }
-    Ok(args)
 }

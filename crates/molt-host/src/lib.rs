@@ -1,10 +1,15 @@
 //! What runs on this host, read from `/proc` and a few tools: processes, TCP listeners with
 //! the processes that hold them, molt and OpenClaw gateways, and probes of a listener for an
-//! agent control surface. Shared by `molt doctor` and `molt security audit`; the parsing is
-//! molt-audit's (pure), the I/O is here.
+//! agent control surface; whether a process still lives ([`process`]); private files and
+//! directories ([`fsutil`]). The one place molt's checks, its updater and its gateway do host
+//! I/O; the parsing is molt-audit's (pure), the I/O is here.
 //!
-//! Everything is best effort: a process that vanishes or cannot be read is skipped, a missing
-//! tool is [`ToolRun::Missing`], and nothing here blocks longer than its own timeout.
+//! Everything that inspects the host is best effort: a process that vanishes or cannot be
+//! read is skipped, a missing tool is [`ToolRun::Missing`], and nothing here blocks longer
+//! than its own timeout.
+
+pub mod fsutil;
+pub mod process;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -258,6 +263,7 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Whether it is reachable from other hosts (bound to a non-loopback address).
     pub fn is_exposed(&self) -> bool {
         proc_net::is_exposed(self.addr.ip())
     }

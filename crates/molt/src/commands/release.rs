@@ -1,18 +1,59 @@
 //! `molt release keygen|build|sign`: making signed releases with the same code that checks
 //! them, so tests and maintainers use the real path.
 
+use std::path::PathBuf;
+
+use clap::Subcommand;
 use molt_release::keys::{self, SecretKey};
 use molt_release::manifest::Manifest;
 use molt_release::{ReleaseError, artifact};
 
-use crate::ReleaseCommand;
-use crate::commands::Failure;
+use crate::output::Failure;
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCommand {
+    /// Write an Ed25519 release key pair: PREFIX.key (0600) and PREFIX.pub (one line, for
+    /// `[update] trusted_keys`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "molt release key")]
+        comment: String,
+    },
+    /// Pack a binary as molt-V-<target>.tar.zst in DIR and add it to DIR/manifest.json.
+    Build {
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Target name (default: this host's, e.g. x86_64-linux).
+        #[arg(long)]
+        target: Option<String>,
+        /// Days until the entry expires.
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+        /// The oldest installed version this release may be installed over.
+        #[arg(long, default_value = "0.0.0")]
+        min_version: String,
+        /// Do not check that the binary prints exactly this version (test fixtures only).
+        #[arg(long)]
+        skip_version_check: bool,
+    },
+    /// Sign DIR/manifest.json with a key: writes DIR/manifest.sig.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        dir: PathBuf,
+    },
+}
 
 fn fail(e: ReleaseError) -> Failure {
     Failure::failed(e.to_string())
 }
 
-pub fn run(cmd: &ReleaseCommand) -> Result<(), Failure> {
+pub fn exec(cmd: &ReleaseCommand) -> Result<(), Failure> {
     match cmd {
         ReleaseCommand::Keygen { out, comment } => {
             let public = keys::keygen(out, comment).map_err(fail)?;

@@ -27,8 +27,9 @@ pub enum Source {
 }
 
 impl Source {
-    /// Parses `--source`: an `http(s)://` URL or a directory.
-    pub fn open(spec: &str) -> Result<Self, String> {
+    /// Parses `--source`: an `http(s)://` URL or a directory. HTTP requests carry
+    /// `user_agent`.
+    pub fn open(spec: &str, user_agent: &str) -> Result<Self, String> {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let mut base = reqwest::Url::parse(spec)
                 .map_err(|e| format!("the release source {spec:?} is not a valid URL: {e}"))?;
@@ -46,7 +47,7 @@ impl Source {
                 .connect_timeout(CONNECT_TIMEOUT)
                 // Blocking client: bounds each connect, read and write operation.
                 .timeout(READ_TIMEOUT)
-                .user_agent(concat!("molt/", env!("MOLT_VERSION")))
+                .user_agent(user_agent)
                 .build()
                 .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
             return Ok(Self::Http { base, client });
@@ -182,14 +183,14 @@ mod tests {
 
     #[test]
     fn plain_http_only_on_loopback() {
-        assert!(Source::open("http://127.0.0.1:8080/rel").is_ok());
-        assert!(Source::open("http://[::1]:8080/").is_ok());
-        assert!(Source::open("http://localhost/").is_ok());
-        let e = Source::open("http://example.com/rel")
+        assert!(Source::open("http://127.0.0.1:8080/rel", "molt/test").is_ok());
+        assert!(Source::open("http://[::1]:8080/", "molt/test").is_ok());
+        assert!(Source::open("http://localhost/", "molt/test").is_ok());
+        let e = Source::open("http://example.com/rel", "molt/test")
             .err()
             .unwrap_or_default();
         assert!(e.contains("https"), "{e}");
-        assert!(Source::open("https://example.com/rel").is_ok());
-        assert!(Source::open("/nonexistent/dir/for/molt").is_err());
+        assert!(Source::open("https://example.com/rel", "molt/test").is_ok());
+        assert!(Source::open("/nonexistent/dir/for/molt", "molt/test").is_err());
     }
 }

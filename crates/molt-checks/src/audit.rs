@@ -1,7 +1,7 @@
-//! `molt security audit [--json] [--deep]`: a read-only look at the host and at molt's own
-//! config. It gathers text from `/proc` and whatever tools exist (ufw, nft, iptables, docker,
-//! sshd, fail2ban-client), hands it to molt-audit's parsers, and prints ranked findings, each
-//! with the exact commands that fix it. It never changes the firewall, sshd or anything else.
+//! `molt security audit`: a read-only look at the host and at molt's own config. It gathers
+//! text from `/proc` and whatever tools exist (ufw, nft, iptables, docker, sshd,
+//! fail2ban-client), hands it to molt-audit's parsers, and returns ranked findings, each with
+//! the exact commands that fix it. It never changes the firewall, sshd or anything else.
 //!
 //! Exit codes: 2 when any finding is critical, 1 when the worst is a warning, 0 otherwise.
 
@@ -17,12 +17,9 @@ use molt_audit::firewall::{
 };
 use molt_audit::proc_net::{self, Socket, TcpState};
 use molt_audit::{Finding, Severity, docker, fail2ban, findings, sshd};
-use molt_config::AuthSource;
+use molt_config::{AuthSource, Context};
+use molt_host::{self as host, MoltInstance, OpenClawInstance, Process, ToolRun};
 use serde_json::{Value, json};
-
-use crate::commands::Failure;
-use crate::host::{self, MoltInstance, Process, ToolRun};
-use crate::{AuditArgs, Cli};
 
 /// The ids of the findings this module adds to molt-audit's.
 pub mod ids {
@@ -50,7 +47,7 @@ pub mod ids {
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How each source was read, for the report.
-type Sources = BTreeMap<&'static str, String>;
+pub type Sources = BTreeMap<&'static str, String>;
 
 fn note(sources: &mut Sources, what: &'static str, run: &ToolRun, program: &str) {
     sources.insert(
@@ -62,9 +59,74 @@ fn note(sources: &mut Sources, what: &'static str, run: &ToolRun, program: &str)
     );
 }
 
-pub fn run(cli: &Cli, args: &AuditArgs) -> Result<(), Failure> {
+/// How to audit.
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// Also probe each exposed port (over loopback, or the bound local address) for an
+    /// agent gateway: the OpenClaw/molt handshake challenge and GET /healthz.
+    pub deep: bool,
+}
+
+/// What the audit found, ranked, and what it read to find it.
+pub struct AuditReport {
+    pub deep: bool,
+    /// Ranked, worst first, without repeats.
+    pub findings: Vec<Finding>,
+    pub sources: Sources,
+    /// Listeners on non-loopback addresses, of `listener_count` in all.
+    pub listeners: Vec<Value>,
+    pub listener_count: usize,
+    pub firewall: Assessment,
+    pub docker: Value,
+    pub sshd: Value,
+    pub gateways: Vec<MoltInstance>,
+    pub openclaw: Vec<OpenClawInstance>,
+    pub ms: u64,
+}
+
+impl AuditReport {
+    /// How many findings have severity `s`.
+    pub fn count(&self, s: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity == s).count()
+    }
+
+    /// 2 when any finding is critical, 1 when the worst is a warning, 0 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match findings::worst(&self.findings) {
+            Some(Severity::Critical) => 2,
+            Some(Severity::Warn) => 1,
+            _ => 0,
+        }
+    }
+
+    /// The report as `molt security audit --json` prints it.
+    pub fn to_json(&self) -> Value {
+        let summary = json!({
+            "critical": self.count(Severity::Critical),
+            "warn": self.count(Severity::Warn),
+            "info": self.count(Severity::Info),
+        });
+        json!({
+            "deep": self.deep,
+            "findings": self.findings,
+            "summary": summary,
+            "exitCode": self.exit_code(),
+            "listeners": self.listeners,
+            "firewall": self.firewall,
+            "docker": self.docker,
+            "sshd": self.sshd,
+            "gateways": self.gateways.iter().map(gateway_json).collect::<Vec<_>>(),
+            "openclaw": self.openclaw,
+            "sources": self.sources,
+            "ms": self.ms,
+        })
+    }
+}
+
+/// Audits the host and every molt instance on it, including the profile of `ctx` (whose
+/// config failed to load with `config_error`, if it did).
+pub fn run(ctx: &Context, config_error: Option<String>, opts: &AuditOptions) -> AuditReport {
     let t0 = Instant::now();
-    let (ctx, config_error) = crate::commands::resolve_lenient(cli)?;
     let mut sources = Sources::new();
     let mut out: Vec<Finding> = Vec::new();
 
@@ -135,7 +197,7 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> Result<(), Failure> {
     let mut listener_json = Vec::new();
     for l in &exposed {
         let (entry, finding) =
-            exposed_listener(l, &procs, &molts, &claws, &ssh_ports, filters, args.deep);
+            exposed_listener(l, &procs, &molts, &claws, &ssh_ports, filters, opts.deep);
         listener_json.push(entry);
         out.push(finding);
     }
@@ -183,93 +245,18 @@ pub fn run(cli: &Cli, args: &AuditArgs) -> Result<(), Failure> {
 
     findings::rank(&mut out);
     findings::dedup(&mut out);
-    let worst = findings::worst(&out);
-    let code = match worst {
-        Some(Severity::Critical) => 2,
-        Some(Severity::Warn) => 1,
-        _ => 0,
-    };
-    let count = |s: Severity| out.iter().filter(|f| f.severity == s).count();
-    let summary = json!({
-        "critical": count(Severity::Critical),
-        "warn": count(Severity::Warn),
-        "info": count(Severity::Info),
-    });
-    if args.json {
-        let v = json!({
-            "deep": args.deep,
-            "findings": out,
-            "summary": summary,
-            "exitCode": code,
-            "listeners": listener_json,
-            "firewall": assessment,
-            "docker": docker_json,
-            "sshd": ssh_json,
-            "gateways": molts.iter().map(gateway_json).collect::<Vec<_>>(),
-            "openclaw": claws,
-            "sources": sources,
-            "ms": t0.elapsed().as_millis() as u64,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
-        );
-    } else {
-        print_report(
-            &out,
-            &sources,
-            exposed.len(),
-            listeners.all.len(),
-            args.deep,
-        );
-    }
-    match code {
-        0 => Ok(()),
-        _ => Err(Failure {
-            code,
-            message: format!(
-                "security audit: {} critical, {} warning(s); nothing was changed",
-                count(Severity::Critical),
-                count(Severity::Warn)
-            ),
-        }),
-    }
-}
-
-fn print_report(out: &[Finding], sources: &Sources, exposed: usize, total: usize, deep: bool) {
-    println!("molt security audit (read-only: nothing is changed)");
-    println!(
-        "  {exposed} of {total} TCP listener(s) on non-loopback addresses{}",
-        if deep {
-            ", probed"
-        } else {
-            "; --deep probes them"
-        }
-    );
-    for (k, v) in sources {
-        println!("  {k:<12} {v}");
-    }
-    println!();
-    for f in out {
-        println!(
-            "{:<8}  {}  [{}]",
-            f.severity.as_str().to_uppercase(),
-            f.title,
-            f.id
-        );
-        for line in f.detail.lines() {
-            println!("          {line}");
-        }
-        if !f.remedy.is_empty() {
-            println!("          remedy (run as root, in order):");
-            for r in &f.remedy {
-                println!("            $ {r}");
-            }
-        }
-        println!();
-    }
-    if out.is_empty() {
-        println!("no findings");
+    AuditReport {
+        deep: opts.deep,
+        findings: out,
+        sources,
+        listeners: listener_json,
+        listener_count: listeners.all.len(),
+        firewall: assessment,
+        docker: docker_json,
+        sshd: ssh_json,
+        gateways: molts,
+        openclaw: claws,
+        ms: t0.elapsed().as_millis() as u64,
     }
 }
 

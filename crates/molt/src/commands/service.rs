@@ -1,0 +1,301 @@
+//! `molt service ...`: the systemd user unit of one profile. molt-service renders, writes
+//! and reports on it; this module prints.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Subcommand;
+use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_config::Context;
+use molt_service::install::{unit_path, write_unit};
+use molt_service::status::StatusReport;
+use molt_service::systemctl::{self, is_active};
+
+use crate::output::Failure;
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Write (or repair) the unit for what `current` points to, reload and enable it.
+    Install {
+        /// Also run `loginctl enable-linger $USER`.
+        #[arg(long)]
+        enable_linger: bool,
+    },
+    /// Stop, disable and remove the unit.
+    Uninstall,
+    /// Start the unit (returns once the gateway is ready).
+    Start,
+    /// Stop the unit (inside the stop budget).
+    Stop,
+    /// A handover when the gateway runs; a start when it does not. Never a stop and a start.
+    Restart,
+    /// Unit state, main pid, restarts, and the unit/current/running versions side by side.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the journal, or the gateway's log file when there is no journal.
+    Logs {
+        #[arg(long)]
+        no_follow: bool,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+    },
+}
+
+pub fn exec(ctx: &Context, access: &Access, cmd: &ServiceCommand) -> Result<(), Failure> {
+    let unit = ctx.profile.unit_name();
+    match cmd {
+        ServiceCommand::Install { enable_linger } => {
+            let changes = write_unit(ctx)?;
+            if changes.is_empty() {
+                println!("{unit} is up to date");
+            } else {
+                println!("wrote {}", unit_path(ctx)?.display());
+                for c in &changes {
+                    println!("  {c}");
+                }
+            }
+            systemctl::run(&["enable", &unit])?;
+            println!("enabled {unit}");
+            linger(*enable_linger)?;
+            if is_active(&unit) && !changes.is_empty() {
+                println!(
+                    "the gateway runs an older unit definition; apply it with `molt service restart{}` (a handover)",
+                    ctx.profile_flag()
+                );
+            } else if !is_active(&unit) {
+                println!("start it with `molt service start{}`", ctx.profile_flag());
+            }
+            Ok(())
+        }
+        ServiceCommand::Uninstall => {
+            let path = unit_path(ctx)?;
+            if is_active(&unit) {
+                systemctl::run(&["stop", &unit])?;
+            }
+            let _ = systemctl::run(&["disable", &unit]);
+            match std::fs::remove_file(&path) {
+                Ok(()) => println!("removed {}", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("{unit} was not installed")
+                }
+                Err(e) => {
+                    return Err(Failure::failed(format!(
+                        "cannot remove {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+            systemctl::run(&["daemon-reload"])?;
+            Ok(())
+        }
+        ServiceCommand::Start => {
+            // Type=notify: this returns once the gateway has sent READY=1.
+            systemctl::run(&["start", &unit])?;
+            print_state(&unit);
+            Ok(())
+        }
+        ServiceCommand::Stop => {
+            systemctl::run(&["stop", &unit])?;
+            print_state(&unit);
+            Ok(())
+        }
+        ServiceCommand::Restart => {
+            if !is_active(&unit) {
+                // Nothing runs: one start, never a stop followed by a start.
+                systemctl::run(&["start", &unit])?;
+                print_state(&unit);
+                return Ok(());
+            }
+            let reload = systemctl::show(&unit, &["NeedDaemonReload"])?;
+            if reload.get("NeedDaemonReload").map(String::as_str) == Some("yes") {
+                systemctl::run(&["daemon-reload"])?;
+            }
+            let r = call_gateway(ctx, access, "gateway.restart.request", None)?;
+            println!("handover: {}", describe_handover(&r["handover"]));
+            Ok(())
+        }
+        ServiceCommand::Status { json } => {
+            let running = call_gateway(ctx, access, "status", None).ok();
+            let report = molt_service::status::status(ctx, running.as_ref())?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print_status(&report);
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 1,
+                    message: format!("{} problem(s) found", report.problems.len()),
+                })
+            }
+        }
+        ServiceCommand::Logs { no_follow, lines } => logs(ctx, &unit, !*no_follow, *lines),
+    }
+}
+
+fn print_state(unit: &str) {
+    if let Ok(m) = systemctl::show(unit, &["ActiveState", "SubState", "Result", "MainPID"]) {
+        let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+        println!(
+            "{unit}: {} ({}), result {}, main pid {}",
+            g("ActiveState"),
+            g("SubState"),
+            g("Result"),
+            g("MainPID")
+        );
+    }
+}
+
+fn linger(enable: bool) -> Result<(), Failure> {
+    let user = systemctl::login_user();
+    if enable {
+        if systemctl::enable_linger(&user) {
+            println!("linger enabled for {user}: the gateway runs without a login session");
+            return Ok(());
+        }
+        return Err(Failure::failed(format!(
+            "`loginctl enable-linger {user}` failed; run it as root or with sudo"
+        )));
+    }
+    match systemctl::linger(&user) {
+        Some(true) => println!("linger: on"),
+        Some(false) => println!(
+            "linger: off. The gateway stops when {user} logs out; run `loginctl enable-linger {user}` \
+             or re-run with --enable-linger"
+        ),
+        None => println!(
+            "linger: unknown (no logind); if the gateway must outlive your sessions, run `loginctl enable-linger {user}`"
+        ),
+    }
+    Ok(())
+}
+
+fn print_status(r: &StatusReport) {
+    let red = |s: &str| {
+        if std::io::stdout().is_terminal() {
+            format!("\x1b[31m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    };
+    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let versions = [&r.unit_label, &r.current_version, &r.running_version];
+    let agree = versions.iter().all(|v| v.is_some() && *v == versions[0]);
+    let mark = |v: &Option<String>| if agree { o(v) } else { red(&o(v)) };
+    println!("{}  ({})", r.unit, r.unit_file);
+    let state = format!(
+        "{} ({}), result {}",
+        o(&r.active_state),
+        o(&r.sub_state),
+        o(&r.result)
+    );
+    println!(
+        "  unit state    {}",
+        if r.active_state.as_deref() == Some("active") {
+            state
+        } else {
+            red(&state)
+        }
+    );
+    println!(
+        "  main pid      {}",
+        r.main_pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "  restarts      {}",
+        r.n_restarts
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "  unit label    {}  {}",
+        mark(&r.unit_label),
+        o(&r.unit_build)
+    );
+    println!(
+        "  current       {}  {}",
+        mark(&r.current_version),
+        o(&r.current_build)
+    );
+    println!(
+        "  running       {}  {}  pid {}",
+        mark(&r.running_version),
+        o(&r.running_build),
+        r.running_pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    for p in &r.problems {
+        println!("{} {}\n    fix: {}", red("✗"), p.what, p.fix);
+    }
+    if r.problems.is_empty() {
+        println!("✓ one version everywhere");
+    }
+}
+
+fn logs(ctx: &Context, unit: &str, follow: bool, lines: u32) -> Result<(), Failure> {
+    let n = lines.to_string();
+    let journal = std::process::Command::new("journalctl")
+        .args(["--user", "-u", unit, "-n", "1", "--no-pager", "-q"])
+        .output()
+        .map(|o| o.status.success() && !o.stdout.is_empty())
+        .unwrap_or(false);
+    if journal {
+        let mut args = vec!["--user", "-u", unit, "-n", n.as_str(), "--no-pager"];
+        if follow {
+            args.push("-f");
+        }
+        let status = std::process::Command::new("journalctl")
+            .args(&args)
+            .status()
+            .map_err(|e| Failure::failed(format!("cannot run journalctl: {e}")))?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(Failure::failed("journalctl failed"))
+        };
+    }
+    // No journal: the gateway's own log file.
+    let path = molt_gateway::logging::log_file(&ctx.state_dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::failed(format!(
+            "no journal for {unit}, and cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines as usize)..] {
+        println!("{l}");
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut offset = text.len() as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < offset {
+            offset = 0; // rotated or truncated
+        }
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let mut buf = String::new();
+            if f.read_to_string(&mut buf).is_ok() {
+                print!("{buf}");
+                offset += buf.len() as u64;
+            }
+        }
+    }
+}
