@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use molt_bench::{Gateway, Home, http_status, mib, ms, print_header, proc_status_kib};
+use molt_bench::{Gateway, Home, bench_home, http_status, mib, ms, print_header, proc_status_kib};
 
 const FLOOD: usize = 5_000;
 const GATEWAY_NOFILE: u64 = 4_096;
@@ -16,7 +16,7 @@ const PROBES: usize = 20;
 const CLI_CALLS: usize = 5;
 
 fn spawn_limited(home: &Home) -> Gateway {
-    let (mut g, _) = home.spawn_with(|cmd| {
+    let mut g = home.spawn_with(&[], |cmd| {
         // SAFETY: setrlimit is async-signal-safe and touches only the child.
         unsafe {
             cmd.pre_exec(|| {
@@ -31,7 +31,7 @@ fn spawn_limited(home: &Home) -> Gateway {
             });
         }
     });
-    g.wait_ready(Duration::from_secs(30), Duration::from_millis(5));
+    g.wait_ready_within(Duration::from_secs(30), Duration::from_millis(5));
     g
 }
 
@@ -48,7 +48,7 @@ fn main() {
         "this bench needs {} open files, the limit is {soft}",
         FLOOD + 100
     );
-    let home = Home::new(None);
+    let home = bench_home(None);
     let gw = spawn_limited(&home);
     let base_rss = gw.rss_kib();
 

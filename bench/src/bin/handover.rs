@@ -19,14 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use molt_bench::{
-    Home, kill_strays, molt_bin, ms, percentile, print_header, print_log_summary,
-    user_manager_unit_dir,
+    Home, client_options, kill_processes_of, molt_bin, ms, percentile, print_header,
+    print_log_summary, systemctl, unit_show, unit_text, user_manager_unit_dir,
 };
 use molt_client::{Client, ClientError, ClientOptions};
 use serde_json::Value;
@@ -62,25 +61,6 @@ fn die(msg: &str) -> ! {
 // systemd
 // ---------------------------------------------------------------------------------------
 
-fn systemctl(args: &[&str]) -> Output {
-    Command::new("systemctl")
-        .arg("--user")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| die(&format!("cannot run systemctl: {e}")))
-}
-
-fn unit_show(unit: &str, props: &[&str]) -> BTreeMap<String, String> {
-    let mut args = vec!["show", unit];
-    for p in props {
-        args.extend(["-p", p]);
-    }
-    String::from_utf8_lossy(&systemctl(&args).stdout)
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect()
-}
-
 /// The bench's unit: written, loaded and started on creation; stopped, removed and
 /// unloaded on drop (also on panic).
 struct Unit {
@@ -92,20 +72,12 @@ struct Unit {
 impl Unit {
     fn install(dir: &std::path::Path, home: &Home) -> Self {
         let name = format!("molt-bench-handover-{}.service", home.port);
-        let bin = molt_bin();
-        let bin = bin.canonicalize().unwrap_or(bin);
         std::fs::create_dir_all(dir).expect("create the user unit directory");
-        let text = format!(
-            "[Unit]\nDescription=molt bench gateway (handover vs systemctl restart)\n\
-             StartLimitIntervalSec=0\n\n\
-             [Service]\nType=notify\nNotifyAccess=all\nExecStart={bin} gateway run\n\
-             Environment=HOME={home} MOLT_GATEWAY_PORT={port} MOLT_LOG=info\n\
-             StandardError=append:{log}\n\
-             Restart=always\nRestartPreventExitStatus=78\nTimeoutStopSec=15\nKillMode=mixed\n",
-            bin = bin.display(),
-            home = home.path().display(),
-            port = home.port,
-            log = home.log_path().display(),
+        let text = unit_text(
+            home,
+            "molt bench gateway (handover vs systemctl restart)",
+            "StartLimitIntervalSec=0\n",
+            &format!("StandardError=append:{}", home.log_path().display()),
         );
         let file = dir.join(&name);
         std::fs::write(&file, text).expect("write the unit file");
@@ -145,7 +117,7 @@ impl Drop for Unit {
         let _ = systemctl(&["reset-failed", &self.name]);
         let _ = std::fs::remove_file(&self.file);
         let _ = systemctl(&["daemon-reload"]);
-        let n = kill_strays(&self.home);
+        let n = kill_processes_of(&self.home);
         if n > 0 {
             eprintln!("killed {n} leftover process(es) that ran under the bench HOME");
         }
@@ -407,7 +379,7 @@ struct Load {
 
 impl Load {
     fn start(rt: &tokio::runtime::Runtime, home: &Home) -> Self {
-        let mut opts = home.client_options();
+        let mut opts = client_options(home);
         opts.request_timeout = Duration::from_secs(5);
         let counts = Arc::new(Counts::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -527,7 +499,7 @@ fn handover_phase(rt: &tokio::runtime::Runtime, home: &Home, unit: &Unit) -> Pha
     let n0 = unit.show(&["NRestarts"])["NRestarts"].clone();
     let sampler = Sampler::start(&unit.name);
     let load = Load::start(rt, home);
-    let mut opts = home.client_options();
+    let mut opts = client_options(home);
     opts.request_timeout = Duration::from_secs(30);
     let (mut external, mut reported_ms, mut failed) = (Vec::new(), Vec::new(), 0);
     let mut statuses = BTreeMap::<String, usize>::new();
@@ -892,7 +864,9 @@ fn main() {
         TAIL.as_millis()
     );
     let t_all = Instant::now();
-    let home = Home::new(None);
+    // The unit's ExecStart wants a normalised absolute path.
+    let bin = molt_bin();
+    let home = Home::without_config(bin.canonicalize().unwrap_or(bin));
     let unit = Unit::install(&unit_dir, &home);
     if wait_ready_new_pid(home.port, None, Duration::from_secs(30)).is_none() {
         panic!(

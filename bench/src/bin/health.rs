@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use molt_bench::{Home, fd_count, mib, print_header, print_log_summary, raise_nofile_limit, us};
+use molt_bench::{
+    Home, bench_home, client_options, fd_count, mib, print_header, print_log_summary,
+    raise_nofile_limit, start, us,
+};
 use molt_client::Client;
 use tokio::sync::Barrier;
 
@@ -36,7 +39,7 @@ fn summary(name: &str, lat: &mut [Duration], wall: Duration, conns: usize) {
 }
 
 async fn single(home: &Home) {
-    let mut c = Client::connect(home.client_options())
+    let mut c = Client::connect(client_options(home))
         .await
         .expect("connect");
     for _ in 0..200 {
@@ -59,7 +62,7 @@ async fn concurrent(home: &Home) {
     let mut clients = Vec::with_capacity(CONCURRENT);
     for _ in 0..CONCURRENT {
         clients.push(
-            Client::connect(home.client_options())
+            Client::connect(client_options(home))
                 .await
                 .expect("connect"),
         );
@@ -115,7 +118,7 @@ async fn open_idle(
     let mut wall = Duration::ZERO;
     for i in 0..IDLE_CONNS {
         let t = Instant::now();
-        let c = Client::connect(home.client_options())
+        let c = Client::connect(client_options(home))
             .await
             .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
         let took = t.elapsed();
@@ -157,7 +160,7 @@ async fn idle_conns(home: &Home, pid: i32, rss_kib: impl Fn() -> u64) {
     let with = curve[curve.len() - 1].1;
     let fds_with = fd_count(pid).unwrap_or(0);
     let s = {
-        let mut c = Client::connect(home.client_options())
+        let mut c = Client::connect(client_options(home))
             .await
             .expect("connect for status");
         let s = c.call_once("status", None).await.expect("status");
@@ -231,8 +234,8 @@ fn main() {
         "need more than {} open files for {IDLE_CONNS} connections; soft limit is {soft}",
         IDLE_CONNS + 200
     );
-    let home = Home::new(None);
-    let mut gw = home.start();
+    let home = bench_home(None);
+    let mut gw = start(&home);
     let pid = gw.pid();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,15 +3,16 @@
 use std::time::Duration;
 
 use molt_bench::{
-    Home, fd_count, mib, print_header, print_log_summary, proc_status_field, proc_status_kib,
+    bench_home, fd_count, mib, print_header, print_log_summary, proc_status_field, proc_status_kib,
+    start,
 };
 
 const IDLE: Duration = Duration::from_secs(10);
 
 fn main() {
     print_header("idle_rss");
-    let home = Home::new(None);
-    let mut gw = home.start();
+    let home = bench_home(None);
+    let mut gw = start(&home);
     let at_ready = gw.rss_kib();
     std::thread::sleep(IDLE);
     let pid = gw.pid();

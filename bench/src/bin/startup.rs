@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use molt_bench::{Home, log_counts, ms, percentile, print_header};
+use molt_bench::{bench_home, log_counts, ms, percentile, print_header, start};
 
 const STARTS: usize = 20;
 
@@ -12,17 +12,17 @@ fn main() {
     // One uncounted start so the binary is in the page cache; every counted start still
     // creates its state dir and database from nothing.
     {
-        let home = Home::new(None);
-        let _gw = home.start();
+        let home = bench_home(None);
+        let _gw = start(&home);
     }
     let mut ready = Vec::with_capacity(STARTS);
     let mut stop = Vec::with_capacity(STARTS);
     let (mut warns, mut errors) = (0, 0);
     for i in 0..STARTS {
-        let home = Home::new(None);
-        let (mut gw, t0) = home.spawn();
-        gw.wait_ready(Duration::from_secs(30), Duration::from_millis(2));
-        let took = t0.elapsed();
+        let home = bench_home(None);
+        let mut gw = home.spawn(&[]);
+        gw.wait_ready_within(Duration::from_secs(30), Duration::from_millis(2));
+        let took = gw.spawned_at().elapsed();
         let (code, stopped) = gw
             .terminate(Duration::from_secs(20))
             .expect("gateway did not exit within 20 s of SIGTERM");

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use molt_bench::{Home, ms, print_header, print_log_summary, procs_with_home};
+use molt_bench::{
+    Home, bench_home, client_options, ms, print_header, print_log_summary, procs_with_home, start,
+};
 use molt_client::Client;
 use serde_json::{Value, json};
 
@@ -26,7 +28,7 @@ fn sleeps_running(home: &Home) -> usize {
 
 fn status(rt: &tokio::runtime::Runtime, home: &Home) -> Value {
     rt.block_on(async {
-        let mut c = Client::connect(home.client_options())
+        let mut c = Client::connect(client_options(home))
             .await
             .expect("connect for status");
         let s = c.call_once("status", None).await.expect("status");
@@ -46,13 +48,13 @@ fn stop_line(home: &Home) -> String {
 }
 
 fn scenario(rt: &tokio::runtime::Runtime, sleep_secs: u32) {
-    let home = Home::new(Some(&format!("[gateway]\nstop_budget_ms = {BUDGET_MS}\n")));
-    let mut gw = home.start();
+    let home = bench_home(Some(&format!("[gateway]\nstop_budget_ms = {BUDGET_MS}\n")));
+    let mut gw = start(&home);
     let arg = sleep_secs.to_string();
 
     // Submit all runs over one connection, then wait until the gateway reports them running.
     let (submit, running_after) = rt.block_on(async {
-        let mut c = Client::connect(home.client_options())
+        let mut c = Client::connect(client_options(&home))
             .await
             .expect("connect");
         let t0 = Instant::now();
@@ -119,7 +121,7 @@ fn scenario(rt: &tokio::runtime::Runtime, sleep_secs: u32) {
     drop(gw);
 
     // Restart on the same state to see where the runs ended up.
-    let mut gw = home.start();
+    let mut gw = start(&home);
     let s = status(rt, &home);
     println!("stop50_{tag}_after_restart runs={}", s["runs"]);
     if u64::from(sleep_secs) > BUDGET_MS / 1000 {
@@ -128,7 +130,7 @@ fn scenario(rt: &tokio::runtime::Runtime, sleep_secs: u32) {
         std::thread::sleep(Duration::from_millis(200));
         gw.signal(libc::SIGTERM);
     }
-    let _ = gw.wait_exit(Duration::from_secs(BUDGET_MS / 1000 + 20));
+    let _ = gw.wait_exit_within(Duration::from_secs(BUDGET_MS / 1000 + 20));
     drop(gw);
     print_log_summary(&format!("stop50_{tag}"), &home);
 }

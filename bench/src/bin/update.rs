@@ -5,7 +5,7 @@
 //!
 //! - v2 (0.2.0) and v3 (0.3.0) are real release builds of this workspace with
 //!   `MOLT_BUILD_VERSION`, built into `target/bench-variants` (cargo rebuilds only what
-//!   changed) and copied to `target/bench-variants/molt-<version>`.
+//!   changed) and copied to `target/bench-variants/variant-<version>/molt`.
 //! - A release key is made with `molt release keygen`; the v3 release with `molt release build`
 //!   and `molt release sign`. The artifact holds only `molt` (zstd); its real size is printed.
 //! - The release directory is served by an HTTP/1.1 file server in this process, on
@@ -35,7 +35,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use molt_bench::{free_port, http_get, kill_strays, percentile, user_manager_unit_dir};
+use molt_bench::{
+    Variants, free_port, http_get, kill_processes_of, percentile, user_manager_unit_dir,
+    workspace_root,
+};
 use serde_json::Value;
 
 const ROUNDS: usize = 10;
@@ -75,46 +78,19 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// A release build of molt that prints `version`, built with `MOLT_BUILD_VERSION`.
 fn variant(version: &str) -> PathBuf {
-    let target = workspace().join("target/bench-variants");
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // `cargo run`'s CARGO_* variables would make the nested build differ from a plain one.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
-            c.env_remove(k);
-        }
-    }
     let t0 = Instant::now();
-    let out = c
-        .args(["build", "--release", "-p", "molt", "--bin", "molt"])
-        .arg("--manifest-path")
-        .arg(workspace().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .env("MOLT_BUILD_VERSION", version)
-        .env_remove("MOLT_BUILD_FAULT")
-        .output()
-        .unwrap_or_else(|e| die(&format!("cannot run cargo: {e}")));
-    if !out.status.success() {
-        die(&format!("building molt {version}: {}", text(&out)));
+    let bin = Variants {
+        target_dir: workspace_root().join("target/bench-variants"),
+        release: true,
+        stamp_from: None,
     }
-    let bin = target.join(format!("molt-{version}"));
-    let part = target.join(format!("molt-{version}.part"));
-    std::fs::copy(target.join("release/molt"), &part)
-        .unwrap_or_else(|e| die(&format!("copying the build: {e}")));
-    std::fs::rename(&part, &bin).unwrap_or_else(|e| die(&format!("{e}")));
+    .build(version, None);
     let printed = Command::new(&bin).arg("--version").output().ok();
     let printed = printed
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    if !printed.starts_with(&format!("molt {version} (")) {
-        die(&format!("{} prints {printed:?}", bin.display()));
-    }
     println!(
         "# {printed}: {} ({:.1} MB), built or checked in {:.1} s",
         bin.display(),
@@ -276,7 +252,7 @@ impl Drop for Profile {
             .args(["service", "uninstall"])
             .output();
         let _ = std::fs::remove_dir_all(&self.config_dir);
-        let n = kill_strays(self.home.path());
+        let n = kill_processes_of(self.home.path());
         if n > 0 {
             eprintln!("killed {n} leftover process(es) that ran under the bench HOME");
         }

@@ -205,11 +205,12 @@ fn exposed_gateway_plain_listener_and_loopback_gateway_in_a_namespace() {
         return;
     };
     let addr = ns.addr.clone();
-    let exposed = Home::new(&format!(
-        "[gateway]\n[gateway.auth]\nmode = \"token\"\ntoken = \"{TOKEN}\"\n"
-    ));
-    let loopback = Home::new("");
-    let auditor = Home::new("");
+    let exposed = Home::new(
+        MOLT,
+        &format!("[gateway]\n[gateway.auth]\nmode = \"token\"\ntoken = \"{TOKEN}\"\n"),
+    );
+    let loopback = Home::new(MOLT, "");
+    let auditor = Home::new(MOLT, "");
     let (gw_port, lo_port, plain_port) = (18789u16, 18790u16, 18791u16);
     ns.spawn_gateway(&exposed, &addr, gw_port);
     ns.spawn_gateway(&loopback, "127.0.0.1", lo_port);

@@ -30,7 +30,7 @@ fn opts(home: &Home) -> ClientOptions {
 
 #[test]
 fn client_reconnects_after_1012() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     rt().block_on(async {
         let mut c = Client::connect(opts(&home)).await.unwrap();
@@ -59,7 +59,7 @@ fn client_reconnects_after_1012() {
 
 #[test]
 fn handshake_times_out_after_15s() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     rt().block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}", home.port))
@@ -133,7 +133,7 @@ async fn proxied_connect(home: &Home, key: &DeviceKey, device_token: Option<&str
 
 #[test]
 fn remote_device_waits_for_approval() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     let key = DeviceKey::from_secret([42; 32]);
     rt().block_on(async {
@@ -177,7 +177,7 @@ fn remote_device_waits_for_approval() {
 #[test]
 fn cli_device_identity_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     home.cli_ok(&["status"]);
     let id_file = home.state_dir().join("identity/device.json");

@@ -730,7 +730,7 @@ fn detail_code(err: &Value) -> &str {
 /// A gateway and a frame log for one test.
 fn gateway(config: &str, name: &'static str) -> (Home, Gateway, Log) {
     let log = Log::new(name);
-    let home = Home::new(config);
+    let home = Home::new(MOLT, config);
     let gw = home.start();
     (home, gw, log)
 }

@@ -44,7 +44,7 @@ fn status(s: &ServiceHome) -> Value {
 }
 
 fn installed_and_running(prefix: &str, config: &str) -> ServiceHome {
-    let s = ServiceHome::new(prefix, config);
+    let s = ServiceHome::new(MOLT, prefix, config);
     s.molt_ok(&["install"]);
     s.molt_ok(&["service", "install"]);
     s.molt_ok(&["service", "start"]);

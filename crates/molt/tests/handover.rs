@@ -13,14 +13,7 @@ use molt_client::{Client, ClientError};
 use serde_json::Value;
 
 fn readyz_pid(home: &Home) -> Option<i64> {
-    let (status, body) = http_get(home.port, "/readyz")?;
-    let v: Value = serde_json::from_str(&body).ok()?;
-    (status == 200).then(|| v["pid"].as_i64()).flatten()
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
+    molt_test_support::readyz_pid(home.port)
 }
 
 /// Installs `script` as `<share>/current/molt` (what a handover runs).
@@ -40,7 +33,7 @@ fn install_current(home: &Home, script: Option<&str>) {
 
 #[test]
 fn busy_runs_do_not_delay_the_handover_and_finish_once() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     let old_pid = gw.pid();
     let markers: Vec<_> = (0..2)
@@ -103,7 +96,7 @@ fn busy_runs_do_not_delay_the_handover_and_finish_once() {
 
 #[test]
 fn a_successor_that_cannot_start_leaves_the_old_process_serving() {
-    let home = Home::new("[gateway]\nhandover_timeout_ms = 2000\n");
+    let home = Home::new(MOLT, "[gateway]\nhandover_timeout_ms = 2000\n");
     let gw = home.start();
     let old = gw.pid() as i64;
 
@@ -144,7 +137,7 @@ fn a_successor_that_cannot_start_leaves_the_old_process_serving() {
 
 #[test]
 fn sighup_hands_over_and_requests_coalesce() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     let old = gw.pid() as i64;
     gw.signal(libc::SIGHUP);
@@ -232,7 +225,7 @@ fn classify_connect(c: &Counts, e: &ClientError) {
 
 #[test]
 fn twenty_handovers_under_load_refuse_nothing() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     let options = home.client_options();
     let counts = Arc::new(Counts::default());
@@ -400,7 +393,7 @@ fn twenty_handovers_under_load_refuse_nothing() {
 
 #[test]
 fn old_process_killed_mid_drain_its_run_resumes_in_the_successor() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     let marker = home.path().join("m");
     let mut args = vec!["run", "exec", "--"];

@@ -34,7 +34,7 @@ fn lines(path: &std::path::Path) -> usize {
 
 #[test]
 fn sigterm_stops_inside_budget_and_runs_resume_after_restart() {
-    let home = Home::new(&config_with_budget(BUDGET_MS));
+    let home = Home::new(MOLT, &config_with_budget(BUDGET_MS));
     let mut gw = home.start();
     let (m1, m2) = (home.path().join("long1"), home.path().join("long2"));
     let long1 = exec(&home, "long-1", &attempt_aware(&m1, 60));
@@ -83,7 +83,7 @@ fn sigterm_stops_inside_budget_and_runs_resume_after_restart() {
 
 #[test]
 fn kill9_mid_run_requeues_and_completes() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     let marker = home.path().join("m");
     let id = exec(&home, "k9", &attempt_aware(&marker, 60));
@@ -110,7 +110,7 @@ fn kill9_mid_run_requeues_and_completes() {
 
 #[test]
 fn second_sigterm_exits_at_once_with_state_committed() {
-    let home = Home::new(&config_with_budget(20_000));
+    let home = Home::new(MOLT, &config_with_budget(20_000));
     let mut gw = home.start();
     let marker = home.path().join("m");
     let id = exec(&home, "busy", &attempt_aware(&marker, 60));
@@ -150,7 +150,7 @@ fn second_sigterm_exits_at_once_with_state_committed() {
 
 #[test]
 fn probes_report_identity() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let gw = home.start();
     for path in ["/healthz", "/readyz"] {
         let (status, body) = http_get(home.port, path).expect("probe");
@@ -193,7 +193,7 @@ fn probes_report_identity() {
 
 #[test]
 fn config_errors_exit_78_and_name_the_problem() {
-    let bad = Home::new("[gateway]\nstop_budget_ms = \"soon\"\n");
+    let bad = Home::new(MOLT, "[gateway]\nstop_budget_ms = \"soon\"\n");
     let out = bad.cli(&["gateway", "run"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(
@@ -201,7 +201,7 @@ fn config_errors_exit_78_and_name_the_problem() {
         "{out:?}"
     );
 
-    let typo = Home::new("[gateway]\nprot = 1\n");
+    let typo = Home::new(MOLT, "[gateway]\nprot = 1\n");
     let out = typo.cli(&["gateway", "run"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(
@@ -209,7 +209,7 @@ fn config_errors_exit_78_and_name_the_problem() {
         "{out:?}"
     );
 
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let out = home.cli(&["gateway", "run", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(78), "a bad flag exits 78");
 
@@ -230,7 +230,10 @@ fn config_errors_exit_78_and_name_the_problem() {
 
 #[test]
 fn config_show_masks_secrets_and_env_overrides() {
-    let home = Home::new("[gateway.auth]\nmode = \"token\"\ntoken = \"hunter2-secret\"\n");
+    let home = Home::new(
+        MOLT,
+        "[gateway.auth]\nmode = \"token\"\ntoken = \"hunter2-secret\"\n",
+    );
     let out = home
         .cmd()
         .args(["config", "show"])
@@ -246,7 +249,10 @@ fn config_show_masks_secrets_and_env_overrides() {
 
 #[test]
 fn token_auth_and_cancel() {
-    let home = Home::new("[gateway.auth]\nmode = \"token\"\ntoken = \"t0ken-for-tests\"\n");
+    let home = Home::new(
+        MOLT,
+        "[gateway.auth]\nmode = \"token\"\ntoken = \"t0ken-for-tests\"\n",
+    );
     let _gw = home.start();
     // The CLI takes the token from the config.
     let id = home
@@ -272,7 +278,7 @@ fn token_auth_and_cancel() {
 #[test]
 fn sd_notify_ready_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let sock_path = home.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -286,10 +292,7 @@ fn sd_notify_ready_watchdog_and_stopping() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut gw = Gateway {
-        child: Some(child),
-        port: home.port,
-    };
+    let mut gw = Gateway::from_child(child, &home);
     let mut seen = Vec::new();
     let mut buf = [0u8; 512];
     for _ in 0..50 {
@@ -326,7 +329,7 @@ fn sd_notify_ready_watchdog_and_stopping() {
 #[test]
 fn a_closed_stdout_pipe_ends_a_cli_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     for _ in 0..5 {
         let mut child = home
             .cmd()
@@ -349,7 +352,7 @@ fn a_closed_stdout_pipe_ends_a_cli_quietly() {
 
 #[test]
 fn max_parallel_runs_holds_the_rest_queued() {
-    let home = Home::new("[gateway]\nmax_parallel_runs = 1\n");
+    let home = Home::new(MOLT, "[gateway]\nmax_parallel_runs = 1\n");
     let _gw = home.start();
     let first = exec(&home, "first", &["sleep".into(), "30".into()]);
     wait_for("the first run", Duration::from_secs(10), || {

@@ -16,37 +16,6 @@ const REQUESTS_PER_CONNECTION: usize = 20;
 /// Connections opened at once, so the listen backlog never overflows.
 const CONNECT_BATCH: usize = 100;
 
-/// Raises this process's soft open-file limit to the hard limit; returns the new soft limit.
-fn raise_nofile_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
-    unsafe {
-        assert_eq!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
-            0,
-            "getrlimit"
-        );
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
-        }
-    }
-    lim.rlim_cur
-}
-
-/// `VmRSS` of `pid` in KiB.
-fn vm_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn options(port: u16) -> ClientOptions {
     let mut o = ClientOptions::new(format!("ws://127.0.0.1:{port}"));
     o.token = Some(TOKEN.into());
@@ -58,17 +27,18 @@ fn options(port: u16) -> ClientOptions {
 
 #[test]
 fn a_thousand_authenticated_connections_send_health_without_errors() {
-    let nofile = raise_nofile_limit();
+    let (nofile, _) = raise_nofile_limit();
     assert!(
         nofile >= (CONNECTIONS + 256) as libc::rlim_t,
         "the open-file limit ({nofile}) is too low for {CONNECTIONS} connections"
     );
-    let home = Home::new(&format!(
-        "[gateway.auth]\nmode = \"token\"\ntoken = \"{TOKEN}\"\n"
-    ));
+    let home = Home::new(
+        MOLT,
+        &format!("[gateway.auth]\nmode = \"token\"\ntoken = \"{TOKEN}\"\n"),
+    );
     let gw = home.start();
     let port = gw.port;
-    let rss_idle = vm_rss_kib(gw.pid());
+    let rss_idle = gw.rss_kib();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,7 +71,7 @@ fn a_thousand_authenticated_connections_send_health_without_errors() {
             connect_errors.len(),
             connect_errors[0]
         );
-        let rss_connected = vm_rss_kib(gw.pid());
+        let rss_connected = gw.rss_kib();
         // hello-ok carries the whole presence list, so it grows with the connection count.
         let last_hello_bytes = clients
             .last()
@@ -141,7 +111,7 @@ fn a_thousand_authenticated_connections_send_health_without_errors() {
             .call_once("status", Some(json!({})))
             .await
             .expect("status");
-        let rss_open = vm_rss_kib(gw.pid());
+        let rss_open = gw.rss_kib();
         println!(
             "load: {CONNECTIONS} connections opened in {connect_time:?} (batches of \
              {CONNECT_BATCH}: first {:?}, last {:?})",

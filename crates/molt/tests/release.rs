@@ -8,7 +8,7 @@ use molt_release::manifest::Manifest;
 
 #[test]
 fn keygen_build_sign_then_verify() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let dir = home.path();
     let version = String::from_utf8(home.cli(&["--version"]).stdout).unwrap();
     let version = version.split_whitespace().nth(1).unwrap().to_owned();

@@ -58,7 +58,7 @@ fn doctor_check(home: &Home, args: &[&str], id: &str) -> Value {
 
 #[test]
 fn with_no_config_the_owner_cli_needs_no_flags_and_the_token_is_stable() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let mut gw = home.start();
     let path = home.state_dir().join("gateway.token");
     let token = home.token();
@@ -134,7 +134,7 @@ fn another_unix_user_is_refused_without_the_token() {
         eprintln!("SKIP: switching to another Unix user needs root");
         return;
     }
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     let token = home.token();
 
@@ -196,7 +196,7 @@ fn another_unix_user_is_refused_without_the_token() {
 
 #[test]
 fn explicit_auth_none_works_on_loopback_with_a_warning_and_an_audit_finding() {
-    let home = Home::new("[gateway.auth]\nmode = \"none\"\n");
+    let home = Home::new(MOLT, "[gateway.auth]\nmode = \"none\"\n");
     let _gw = home.start();
     assert!(!home.state_dir().join("gateway.token").exists());
     home.cli_ok(&["status"]);
@@ -235,7 +235,7 @@ fn explicit_auth_none_works_on_loopback_with_a_warning_and_an_audit_finding() {
 
 #[test]
 fn a_token_file_readable_by_others_is_reported_and_fixed() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let _gw = home.start();
     let path = home.state_dir().join("gateway.token");
     home.token();
@@ -254,16 +254,6 @@ fn a_token_file_readable_by_others_is_reported_and_fixed() {
     assert_eq!(fixed["status"], "ok", "{fixed}");
     assert_eq!(mode(&path), 0o600);
     assert!(audit_finding(&home, "gateway.credential-permissions").is_none());
-}
-
-/// Peak resident memory of `pid`, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Raises this process's open-file limit to at least `n` (tests open many sockets).
@@ -342,9 +332,10 @@ fn a_flood_of_idle_connections_leaves_probes_and_the_owner_cli_working() {
     const FLOOD: usize = 5000;
     const HEADER_TIMEOUT_MS: u64 = 3000;
     raise_own_nofile(FLOOD as u64 + 1000);
-    let home = Home::new(&format!(
-        "[gateway]\nheader_timeout_ms = {HEADER_TIMEOUT_MS}\n"
-    ));
+    let home = Home::new(
+        MOLT,
+        &format!("[gateway]\nheader_timeout_ms = {HEADER_TIMEOUT_MS}\n"),
+    );
     let gw = spawn_with_nofile(&home, 4096);
     home.token();
 
@@ -390,7 +381,7 @@ fn a_flood_of_idle_connections_leaves_probes_and_the_owner_cli_working() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let rss = peak_rss_kib(gw.pid());
+    let rss = proc_status_kib(gw.pid(), "VmHWM:").expect("VmHWM");
     eprintln!("gateway peak RSS {} MiB", rss / 1024);
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
     assert_eq!(http_get(home.port, "/readyz").map(|r| r.0), Some(200));
@@ -401,7 +392,10 @@ fn accept_errors_are_logged_at_most_once_a_second() {
     raise_own_nofile(3000);
     // A pool larger than the file limit, so the accept loop hits EMFILE: 300 connections
     // against 256 descriptors; the ones it cannot take wait in the listen backlog.
-    let home = Home::new("[gateway]\nmax_unauthenticated = 2000\nheader_timeout_ms = 60000\n");
+    let home = Home::new(
+        MOLT,
+        "[gateway]\nmax_unauthenticated = 2000\nheader_timeout_ms = 60000\n",
+    );
     let gw = spawn_with_nofile(&home, 256);
     let idle = open_idle(home.port, 300);
     wait_for(

@@ -83,7 +83,7 @@ fn molt_does_not_fall() {
     if !systemd_available() {
         return;
     }
-    let s = ServiceHome::new("nf", "stop_budget_ms = 3000\n");
+    let s = ServiceHome::new(MOLT, "nf", "stop_budget_ms = 3000\n");
     s.molt_ok(&["install"]);
     s.molt_ok(&["service", "install"]);
     let unit_text = std::fs::read_to_string(s.unit_file()).unwrap();
@@ -233,7 +233,7 @@ fn a_stale_unit_label_is_reported_and_repaired() {
     if !systemd_available() {
         return;
     }
-    let s = ServiceHome::new("st", "");
+    let s = ServiceHome::new(MOLT, "st", "");
     s.molt_ok(&["install"]);
     s.molt_ok(&["service", "install"]);
     s.molt_ok(&["service", "start"]);

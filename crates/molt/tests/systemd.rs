@@ -16,7 +16,7 @@ fn handover_keeps_the_unit_active_and_moves_main_pid() {
     if !systemd_available() {
         return;
     }
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let unit = format!("molt-gateway-ho{}.service", home.port);
     write_unit(&home, &unit, "WatchdogSec=2");
     let out = systemctl(&["start", &unit]);
@@ -81,10 +81,4 @@ fn handover_keeps_the_unit_active_and_moves_main_pid() {
     let after = unit_show(&unit, &["ActiveState", "Result"]);
     assert_eq!(after["ActiveState"], "inactive", "{after:?}");
     assert_eq!(after["Result"], "success", "{after:?}");
-}
-
-fn readyz_pid(port: u16) -> Option<i64> {
-    let (status, body) = http_get(port, "/readyz")?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    (status == 200).then(|| v["pid"].as_i64()).flatten()
 }

@@ -58,11 +58,6 @@ struct Fixtures {
     releases: Mutex<HashMap<String, PathBuf>>,
 }
 
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
 fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
@@ -415,7 +410,7 @@ impl Svc {
     /// Installs `bin` as the profile's molt, installs the unit and starts it.
     fn new(prefix: &str, bin: &Path, update_extra: &str) -> Self {
         let svc = Self {
-            s: ServiceHome::new(prefix, &config(update_extra)),
+            s: ServiceHome::new(MOLT, prefix, &config(update_extra)),
         };
         for args in [
             &["install"][..],
@@ -791,7 +786,7 @@ fn run_of(svc: &Svc, id: &str) -> Value {
 /// No trusted key: refused with a config error (78) that says how to add one.
 #[test]
 fn without_a_trusted_key_an_update_is_refused_with_how_to_add_one() {
-    let home = Home::new("");
+    let home = Home::new(MOLT, "");
     let rel = home.path().join("rel");
     std::fs::create_dir_all(&rel).unwrap();
     let out = home.cli(&["update", "--yes", "--source", rel.to_str().unwrap()]);
@@ -1376,7 +1371,7 @@ fn update_run_over_the_protocol_delivers_the_continuation_message() {
 /// the same: a foreground gateway is handed over to v2. A dry run before it changes nothing.
 #[test]
 fn without_a_service_manager_the_updater_runs_detached() {
-    let home = Home::new(&format!("[gateway]\n{}", config("")));
+    let home = Home::new(MOLT, &format!("[gateway]\n{}", config("")));
     home.cli_ok(&["install"]);
     let _gw = home.start();
     let rel = release_of(V2);
@@ -1468,7 +1463,7 @@ fn an_https_source_is_verified_with_rustls() {
     let rel = release_of(V2);
     let certs = tempfile::tempdir().unwrap();
     let tls = TlsFileServer::serve(rel, certs.path());
-    let home = Home::new(&format!("[gateway]\n{}", config("")));
+    let home = Home::new(MOLT, &format!("[gateway]\n{}", config("")));
     home.cli_ok(&["install"]);
     let _gw = home.start();
 
