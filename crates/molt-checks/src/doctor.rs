@@ -10,9 +10,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_client::profile::{Access, request};
 use molt_config::{Config, Context, Profile};
 use molt_host as host;
+use molt_protocol::method::AnyParams;
+use molt_protocol::methods::system::{self as rpc, Health, RestartParams, RestartRequest};
+use molt_protocol::methods::update::UpdateReport;
 use molt_service::install as service;
 use molt_service::{layout, systemctl, unit};
 use serde::Serialize;
@@ -455,12 +458,12 @@ fn fix_update_journal(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> 
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| (Vec::new(), format!("cannot run molt update recover: {e}")))?;
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let report: Option<UpdateReport> = serde_json::from_slice(&out.stdout).ok();
     let action = format!(
         "molt update recover{}: {} (job {})",
         d.pf,
-        report["result"].as_str().unwrap_or("no report"),
-        report["jobId"].as_str().unwrap_or("?")
+        report.as_ref().map_or("no report", |r| r.result.as_str()),
+        report.as_ref().map_or("?", |r| r.job_id.as_str())
     );
     if out.status.success() {
         Ok(vec![action])
@@ -590,11 +593,9 @@ fn wait_ready(d: &Doctor) -> Result<String, String> {
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
         if let Some((status, body)) = host::http_get(addr, "/readyz") {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let got = (
-                v["version"].as_str().unwrap_or("").to_owned(),
-                v["buildId"].as_str().unwrap_or("").to_owned(),
-            );
+            let got = serde_json::from_str::<rpc::Probe>(&body)
+                .map(|p| (p.version, p.build_id))
+                .unwrap_or_default();
             last = format!("/readyz {status}, version {} ({})", got.0, got.1);
             if status == 200 && want.as_ref().is_none_or(|w| *w == got) {
                 return Ok(format!(
@@ -698,12 +699,9 @@ fn versions(d: &Doctor) -> Versions {
             };
         }
     }
-    if let Ok(s) = call_gateway(d.ctx, d.access, "status", None) {
-        v.running = Some((
-            s["version"].as_str().unwrap_or("").to_owned(),
-            s["buildId"].as_str().unwrap_or("").to_owned(),
-        ));
-        v.running_pid = s["pid"].as_u64();
+    if let Ok(s) = request::<rpc::Status>(d.ctx, d.access, &AnyParams {}) {
+        v.running = Some((s.probe.version, s.probe.build_id));
+        v.running_pid = Some(u64::from(s.probe.pid));
     }
     v
 }
@@ -814,9 +812,9 @@ fn fix_versions(d: &Doctor) -> Result<Vec<String>, (Vec<String>, String)> {
     }
     if v.running.as_ref().is_some_and(|r| *r != current) {
         // A handover to what `current` points to: never a stop and a start.
-        let r = call_gateway(d.ctx, d.access, "gateway.restart.request", None)
+        let r = request::<RestartRequest>(d.ctx, d.access, &RestartParams::default())
             .map_err(|e| (done.clone(), format!("handover refused: {e}")))?;
-        done.push(format!("handover: {}", describe_handover(&r["handover"])));
+        done.push(format!("handover: {}", r.handover.describe()));
         match wait_ready(d) {
             Ok(r) => done.push(r),
             Err(e) => return Err((done, e)),
@@ -939,16 +937,13 @@ fn check_port(d: &Doctor) -> Outcome {
 
 fn check_connectivity(d: &Doctor) -> Outcome {
     let t0 = Instant::now();
-    match call_gateway(d.ctx, d.access, "health", None) {
+    match request::<Health>(d.ctx, d.access, &AnyParams {}) {
         Ok(h) => Outcome::ok(format!(
-            "handshake and health answered in {} ms{}",
+            "handshake and health answered in {} ms (ok: {})",
             t0.elapsed().as_millis(),
-            h["ok"]
-                .as_bool()
-                .map(|ok| format!(" (ok: {ok})"))
-                .unwrap_or_default()
+            h.ok
         ))
-        .details(h),
+        .details(serde_json::to_value(&h).unwrap_or_default()),
         Err(e) => Outcome::bad(
             Status::Fail,
             format!("no handshake: {e}"),

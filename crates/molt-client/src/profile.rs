@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use molt_config::{AuthSource, Context};
+use molt_protocol::method::Method;
 use serde_json::Value;
 
 use crate::{Client, ClientError, ClientOptions};
@@ -179,13 +180,12 @@ where
     })
 }
 
-/// One call to the running gateway: a short timeout, no reconnect.
-pub fn call_gateway(
+/// One call of method `M` to the running gateway: a 60 s timeout, no reconnect.
+pub fn request<M: Method>(
     ctx: &Context,
     access: &Access,
-    method: &str,
-    params: Option<Value>,
-) -> Result<Value, String> {
+    params: &M::Params,
+) -> Result<M::Result, String> {
     let rt = runtime()?;
     let mut opts = client_options(ctx, access);
     opts.request_timeout = Duration::from_secs(60);
@@ -193,21 +193,8 @@ pub fn call_gateway(
         let mut c = Client::connect(opts)
             .await
             .map_err(|e| client_failure(ctx, access, e))?;
-        let r = c.call_once(method, params).await;
+        let r = c.request_once::<M>(params).await;
         c.close().await;
         r.map_err(|e| e.to_string())
     })
-}
-
-/// `pid A (v1) -> pid B (v2) in N ms`, from the `handover` of a `gateway.restart.request`
-/// answer.
-pub fn describe_handover(h: &Value) -> String {
-    format!(
-        "pid {} ({}) -> pid {} ({}) in {} ms",
-        h["fromPid"],
-        h["fromVersion"].as_str().unwrap_or("?"),
-        h["to"]["pid"],
-        h["to"]["version"].as_str().unwrap_or("?"),
-        h["durationMs"]
-    )
 }

@@ -2,8 +2,8 @@
 //! by side, with each disagreement as a problem and its fix.
 
 use molt_config::Context;
+use molt_protocol::methods::system::StatusResult;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::{ServiceError, install, layout, systemctl, unit};
 
@@ -39,7 +39,7 @@ pub struct StatusReport {
 
 /// The profile's service status; `running` is the gateway's answer to `status`, if one
 /// answered.
-pub fn status(ctx: &Context, running: Option<&Value>) -> Result<StatusReport, ServiceError> {
+pub fn status(ctx: &Context, running: Option<&StatusResult>) -> Result<StatusReport, ServiceError> {
     let unit = ctx.profile.unit_name();
     let path = install::unit_path(ctx)?;
     let text = std::fs::read_to_string(&path).ok();
@@ -64,7 +64,6 @@ pub fn status(ctx: &Context, running: Option<&Value>) -> Result<StatusReport, Se
             .cloned()
     };
     let current = layout::binary_version(&install::layout(ctx, None)?.current_binary()).ok();
-    let rstr = |k: &str| running.and_then(|r| r[k].as_str()).map(str::to_owned);
     let mut r = StatusReport {
         unit: unit.clone(),
         unit_file: path.display().to_string(),
@@ -80,9 +79,9 @@ pub fn status(ctx: &Context, running: Option<&Value>) -> Result<StatusReport, Se
         unit_build: labels.build_id.clone(),
         current_version: current.as_ref().map(|c| c.0.clone()),
         current_build: current.as_ref().map(|c| c.1.clone()),
-        running_version: rstr("version"),
-        running_build: rstr("buildId"),
-        running_pid: running.and_then(|r| r["pid"].as_u64()).map(|p| p as u32),
+        running_version: running.map(|r| r.probe.version.clone()),
+        running_build: running.map(|r| r.probe.build_id.clone()),
+        running_pid: running.map(|r| r.probe.pid),
         coherent: false,
         problems: Vec::new(),
     };
@@ -132,11 +131,8 @@ pub fn status(ctx: &Context, running: Option<&Value>) -> Result<StatusReport, Se
         ),
     }
     if let (Some(run), Some(c)) = (running, &current) {
-        let (rv, rb) = (
-            run["version"].as_str().unwrap_or(""),
-            run["buildId"].as_str().unwrap_or(""),
-        );
-        if rv != c.0 || rb != c.1 {
+        let (rv, rb) = (&run.probe.version, &run.probe.build_id);
+        if *rv != c.0 || *rb != c.1 {
             problem(
                 format!(
                     "the gateway runs {rv} ({rb}) but current is {} ({})",

@@ -24,10 +24,12 @@ use molt_release::manifest::{Entry, Manifest};
 use molt_service::layout::{self, InstallOutcome, Layout};
 use molt_store::{JobState, JournalStepState, Store, UpdateJob, UpdateKind};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_client::profile::{Access, request};
 use molt_config::Context;
+use molt_protocol::method::AnyParams;
+use molt_protocol::methods::system::{Probe, RestartParams, RestartRequest, Status};
+use molt_protocol::methods::update::{NotifyParams, UpdateNotify};
 use molt_service::install::{self, now_ms};
 use molt_service::update_lock::UpdateLock;
 use molt_store::VersionRef;
@@ -673,19 +675,16 @@ impl Updater<'_> {
                 if let Some(ms) = self.params.restart_delay_ms.filter(|ms| *ms > 0) {
                     std::thread::sleep(Duration::from_millis(ms).min(MAX_RESTART_DELAY));
                 }
-                let r = call_gateway(
-                    self.ctx,
-                    self.access,
-                    "gateway.restart.request",
-                    Some(json!({ "reason": format!("molt update {}", self.job.id) })),
-                )
-                .map_err(|f| {
+                let p = RestartParams {
+                    reason: Some(format!("molt update {}", self.job.id)),
+                };
+                let r = request::<RestartRequest>(self.ctx, self.access, &p).map_err(|f| {
                     format!(
                         "{} did not take over: {f}; {} still serves",
                         target.version, s.0
                     )
                 })?;
-                Ok(done((), describe_handover(&r["handover"])))
+                Ok(done((), r.handover.describe()))
             }
             None if unit_installed => {
                 // Down (failed, or never started): one start. reset-failed clears a
@@ -704,12 +703,8 @@ impl Updater<'_> {
 
     /// (version, buildId, pid) of the gateway answering on this profile's port.
     fn gateway_status(&self) -> Option<(String, String, u64)> {
-        let s = call_gateway(self.ctx, self.access, "status", None).ok()?;
-        Some((
-            s["version"].as_str()?.to_owned(),
-            s["buildId"].as_str()?.to_owned(),
-            s["pid"].as_u64()?,
-        ))
+        let s = request::<Status>(self.ctx, self.access, &AnyParams {}).ok()?;
+        Some((s.probe.version, s.probe.build_id, u64::from(s.probe.pid)))
     }
 
     /// `/readyz` and the protocol must report exactly `target`, and the answering pid must be
@@ -740,11 +735,10 @@ impl Updater<'_> {
                     return Ok(skipped((), "no gateway runs; nothing to verify"));
                 }
                 (Some((200, body)), Some((v, b, pid))) => {
-                    let body: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-                    let (rv, rb) = (
-                        body["version"].as_str().unwrap_or(""),
-                        body["buildId"].as_str().unwrap_or(""),
-                    );
+                    let probe = serde_json::from_str::<Probe>(body).ok();
+                    let (rv, rb) = probe
+                        .as_ref()
+                        .map_or(("", ""), |p| (p.version.as_str(), p.build_id.as_str()));
                     let main_pid = if unit_installed {
                         molt_service::systemctl::show(&self.unit, &["MainPID"])
                             .ok()
@@ -1060,8 +1054,10 @@ impl Updater<'_> {
 
     /// Tells the gateway the job ended, so it broadcasts the result and the continuation.
     fn notify_gateway(&mut self) {
-        let params = json!({ "jobId": self.job.id });
-        match call_gateway(self.ctx, self.access, "molt.update.notify", Some(params)) {
+        let params = NotifyParams {
+            job_id: self.job.id.clone(),
+        };
+        match request::<UpdateNotify>(self.ctx, self.access, &params) {
             Ok(_) => {}
             Err(e) => tracing::info!(error = %e, "no gateway took the update result"),
         }

@@ -62,11 +62,13 @@ impl From<UpdateError> for Failure {
     }
 }
 
-/// Prints `v` as pretty JSON on stdout.
-pub fn print_json(v: &Value) {
+/// Prints `v` as pretty JSON on stdout, keys sorted (through `Value`, as the gateway's own
+/// answers print).
+pub fn print_json(v: &impl serde::Serialize) {
+    let v = serde_json::to_value(v).unwrap_or_else(|e| Value::String(e.to_string()));
     println!(
         "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
     );
 }
 

@@ -3,7 +3,8 @@
 use clap::Subcommand;
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
-use serde_json::json;
+use molt_protocol::method::NoParams;
+use molt_protocol::methods::devices::{PairApprove, PairList, PairReject, RequestIdParams};
 
 use crate::output::{Failure, print_json};
 
@@ -24,42 +25,41 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &DevicesCommand) -> Result<(), 
     match cmd {
         DevicesCommand::List { json: as_json } => {
             let r = with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(c.call("device.pair.list", Some(json!({}))).await?)
+                Ok::<_, Failure>(c.request::<PairList>(&NoParams {}).await?)
             })?;
             if *as_json {
                 print_json(&r);
                 return Ok(());
             }
-            for (label, key) in [("pending", "pending"), ("paired", "paired")] {
-                let list = r[key].as_array().cloned().unwrap_or_default();
+            for (label, list) in [("pending", &r.pending), ("paired", &r.paired)] {
                 println!("{label}: {}", list.len());
                 for d in list {
                     println!(
                         "  {}  {:<8}  {} {}  from {}",
-                        d["id"].as_str().unwrap_or("?"),
-                        d["state"].as_str().unwrap_or("?"),
-                        d["clientId"].as_str().unwrap_or("?"),
-                        d["platform"].as_str().unwrap_or(""),
-                        d["remote"].as_str().unwrap_or("?")
+                        d.id,
+                        d.state.as_str(),
+                        d.client_id.as_deref().unwrap_or("?"),
+                        d.platform.as_deref().unwrap_or(""),
+                        d.remote.as_deref().unwrap_or("?")
                     );
                 }
             }
         }
         DevicesCommand::Approve { id } => {
             with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(
-                    c.call("device.pair.approve", Some(json!({ "requestId": id })))
-                        .await?,
-                )
+                let p = RequestIdParams {
+                    request_id: id.clone(),
+                };
+                Ok::<_, Failure>(c.request::<PairApprove>(&p).await?)
             })?;
             println!("approved {id}");
         }
         DevicesCommand::Reject { id } => {
             with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(
-                    c.call("device.pair.reject", Some(json!({ "requestId": id })))
-                        .await?,
-                )
+                let p = RequestIdParams {
+                    request_id: id.clone(),
+                };
+                Ok::<_, Failure>(c.request::<PairReject>(&p).await?)
             })?;
             println!("rejected {id}");
         }

@@ -1,9 +1,10 @@
 //! `molt gateway run|restart|check`.
 
 use clap::{Args, Subcommand};
-use molt_client::profile::{Access, describe_handover, with_client};
+use molt_client::profile::{Access, with_client};
 use molt_config::Context;
 use molt_gateway::{BuildInfo, GatewayOptions};
+use molt_protocol::methods::system::{RestartParams, RestartRequest};
 use serde_json::json;
 
 use crate::build_info::{BUILD_ID, FAULT, VERSION};
@@ -133,20 +134,14 @@ fn check(ctx: &Context, json: bool) -> Result<(), Failure> {
 fn restart(ctx: &Context, access: &Access, json: bool) -> Result<(), Failure> {
     with_client(ctx, access, async |c| {
         // No reconnect: the answer comes before this connection is closed with 1012.
-        let r = c
-            .call_once(
-                "gateway.restart.request",
-                Some(json!({ "reason": "molt gateway restart" })),
-            )
-            .await?;
+        let p = RestartParams {
+            reason: Some("molt gateway restart".into()),
+        };
+        let r = c.request_once::<RestartRequest>(&p).await?;
         if json {
             print_json(&r);
         } else {
-            println!(
-                "handover {}: {}",
-                r["status"].as_str().unwrap_or("?"),
-                describe_handover(&r["handover"])
-            );
+            println!("handover {}: {}", r.status, r.handover.describe());
         }
         Ok::<_, Failure>(())
     })

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
-use serde_json::{Value, json};
+use molt_protocol::methods::tasks::{RunExec, RunExecParams};
 
 use crate::output::Failure;
 
@@ -42,19 +42,17 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &RunCommand) -> Result<(), Fail
                 "give the command after --, e.g. `molt run exec -- echo hi`",
             ));
         };
-        let mut p = json!({ "command": cmd, "args": args });
-        for (k, v) in [
-            ("title", title.clone().map(Value::from)),
-            ("timeoutMs", timeout_ms.map(Value::from)),
-            ("cwd", cwd.clone().map(Value::from)),
-            ("idempotencyKey", idempotency_key.clone().map(Value::from)),
-        ] {
-            if let Some(v) = v {
-                p[k] = v;
-            }
-        }
-        let r = c.call("molt.run.exec", Some(p)).await?;
-        println!("{}", r["runId"].as_str().unwrap_or_default());
+        let p = RunExecParams {
+            command: cmd.clone(),
+            args: args.to_vec(),
+            env: Default::default(),
+            cwd: cwd.clone(),
+            timeout_ms: *timeout_ms,
+            title: title.clone(),
+            idempotency_key: idempotency_key.clone(),
+        };
+        let r = c.request::<RunExec>(&p).await?;
+        println!("{}", r.run_id);
         Ok(())
     })
 }

@@ -5,8 +5,10 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Subcommand;
-use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_client::profile::{Access, request};
 use molt_config::Context;
+use molt_protocol::method::AnyParams;
+use molt_protocol::methods::system::{RestartParams, RestartRequest, Status};
 use molt_service::install::{unit_path, write_unit};
 use molt_service::status::StatusReport;
 use molt_service::systemctl::{self, is_active};
@@ -112,12 +114,12 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &ServiceCommand) -> Result<(), 
             if reload.get("NeedDaemonReload").map(String::as_str) == Some("yes") {
                 systemctl::run(&["daemon-reload"])?;
             }
-            let r = call_gateway(ctx, access, "gateway.restart.request", None)?;
-            println!("handover: {}", describe_handover(&r["handover"]));
+            let r = request::<RestartRequest>(ctx, access, &RestartParams::default())?;
+            println!("handover: {}", r.handover.describe());
             Ok(())
         }
         ServiceCommand::Status { json } => {
-            let running = call_gateway(ctx, access, "status", None).ok();
+            let running = request::<Status>(ctx, access, &AnyParams {}).ok();
             let report = molt_service::status::status(ctx, running.as_ref())?;
             if *json {
                 println!(

@@ -3,6 +3,8 @@
 use clap::Args;
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
+use molt_protocol::method::AnyParams;
+use molt_protocol::methods::system::Status;
 
 use crate::output::{Failure, human_ms, print_json};
 
@@ -15,57 +17,27 @@ pub struct StatusArgs {
 
 pub fn exec(ctx: &Context, access: &Access, args: &StatusArgs) -> Result<(), Failure> {
     let s = with_client(ctx, access, async |c| {
-        Ok::<_, Failure>(c.call("status", None).await?)
+        Ok::<_, Failure>(c.request::<Status>(&AnyParams {}).await?)
     })?;
     if args.json {
         print_json(&s);
         return Ok(());
     }
-    let runs = &s["runs"];
-    println!(
-        "molt {} ({})",
-        s["version"].as_str().unwrap_or("?"),
-        s["buildId"].as_str().unwrap_or("?")
-    );
-    println!("  profile   {}", s["profile"].as_str().unwrap_or("?"));
-    println!("  state     {}", s["state"].as_str().unwrap_or("?"));
-    println!("  pid       {}", s["pid"]);
-    println!("  port      {}", s["port"]);
-    println!(
-        "  uptime    {}",
-        human_ms(s["uptimeMs"].as_u64().unwrap_or(0))
-    );
-    println!("  boot      epoch {}", s["bootEpoch"]);
+    let (p, runs) = (&s.probe, &s.runs);
+    println!("molt {} ({})", p.version, p.build_id);
+    println!("  profile   {}", s.profile);
+    println!("  state     {}", p.state.as_str());
+    println!("  pid       {}", p.pid);
+    println!("  port      {}", s.port);
+    println!("  uptime    {}", human_ms(p.uptime_ms));
+    println!("  boot      epoch {}", p.boot_epoch);
     println!(
         "  runs      {} queued, {} running, {} succeeded, {} failed, {} cancelled",
-        runs["queued"], runs["running"], runs["succeeded"], runs["failed"], runs["cancelled"]
+        runs.queued, runs.running, runs.succeeded, runs.failed, runs.cancelled
     );
-    let h = &s["lastHandover"];
-    if h.is_object() {
-        let to = &h["to"];
-        let target = if to.is_object() {
-            format!(
-                "pid {} ({})",
-                to["pid"],
-                to["version"].as_str().unwrap_or("?")
-            )
-        } else {
-            "no successor".to_owned()
-        };
-        println!(
-            "  handover  {} at {}: pid {} ({}) -> {target} in {} ms{}",
-            h["result"].as_str().unwrap_or("?"),
-            h["startedAtMs"],
-            h["fromPid"],
-            h["fromVersion"].as_str().unwrap_or("?"),
-            h["durationMs"],
-            h["error"]
-                .as_str()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        );
-    } else {
-        println!("  handover  none yet");
+    match &s.last_handover {
+        Some(h) => println!("  handover  {}", h.describe()),
+        None => println!("  handover  none yet"),
     }
     Ok(())
 }

@@ -3,7 +3,10 @@
 use clap::Subcommand;
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
-use serde_json::{Value, json};
+use molt_protocol::methods::tasks::{
+    RunGet, RunIdParams, RunRecord, StatusFilter, StepSpec, TasksCancel, TasksCancelParams,
+    TasksList, TasksListParams,
+};
 
 use crate::output::{Failure, print_json};
 
@@ -40,34 +43,35 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &TasksCommand) -> Result<(), Fa
             status,
             limit,
         } => {
-            let mut p = json!({ "limit": limit });
-            if let Some(s) = status {
-                p["status"] = json!(s);
-            }
+            let p = TasksListParams {
+                status: status.clone().map(StatusFilter::One),
+                limit: Some(*limit),
+                ..Default::default()
+            };
             let r = with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(c.call("tasks.list", Some(p)).await?)
+                Ok::<_, Failure>(c.request::<TasksList>(&p).await?)
             })?;
             if *as_json {
                 print_json(&r);
                 return Ok(());
             }
-            let tasks = r["tasks"].as_array().cloned().unwrap_or_default();
-            if tasks.is_empty() {
+            if r.tasks.is_empty() {
                 println!("no tasks");
             }
-            for t in tasks {
+            for t in &r.tasks {
                 println!(
                     "{}  {:<9}  {:<24}  {}",
-                    t["id"].as_str().unwrap_or("?"),
-                    t["status"].as_str().unwrap_or("?"),
-                    t["progressSummary"].as_str().unwrap_or(""),
-                    t["title"].as_str().unwrap_or("")
+                    t.id,
+                    t.status.as_str(),
+                    t.progress_summary.as_deref().unwrap_or(""),
+                    t.title.as_deref().unwrap_or("")
                 );
             }
         }
         TasksCommand::Get { id, json: as_json } => {
             let r = with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(c.call("molt.run.get", Some(json!({ "runId": id }))).await?)
+                let p = RunIdParams { run_id: id.clone() };
+                Ok::<_, Failure>(c.request::<RunGet>(&p).await?)
             })?;
             if *as_json {
                 print_json(&r);
@@ -77,19 +81,20 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &TasksCommand) -> Result<(), Fa
         }
         TasksCommand::Cancel { id, json: as_json } => {
             let r = with_client(ctx, access, async |c| {
-                Ok::<_, Failure>(
-                    c.call("tasks.cancel", Some(json!({ "taskId": id })))
-                        .await?,
-                )
+                let p = TasksCancelParams {
+                    task_id: id.clone(),
+                    reason: None,
+                };
+                Ok::<_, Failure>(c.request::<TasksCancel>(&p).await?)
             })?;
             if *as_json {
                 print_json(&r);
-            } else if r["found"] != json!(true) {
+            } else if !r.found {
                 return Err(Failure::failed(format!("no task with id {id}")));
-            } else if r["cancelled"] == json!(true) {
+            } else if r.cancelled {
                 println!("cancelled {id}");
             } else {
-                println!("{id}: {}", r["reason"].as_str().unwrap_or("not cancelled"));
+                println!("{id}: {}", r.reason.as_deref().unwrap_or("not cancelled"));
             }
         }
     }
@@ -97,51 +102,39 @@ pub fn exec(ctx: &Context, access: &Access, cmd: &TasksCommand) -> Result<(), Fa
 }
 
 /// A run with its steps, each with its command line, attempts and the last lines it wrote.
-fn print_run(r: &Value) {
+fn print_run(r: &RunRecord) {
     println!(
         "{}  {}  {}",
-        r["id"].as_str().unwrap_or("?"),
-        r["state"].as_str().unwrap_or("?"),
-        r["title"].as_str().unwrap_or("")
+        r.id,
+        r.state.as_str(),
+        r.title.as_deref().unwrap_or("")
     );
-    if let Some(e) = r["error"].as_str() {
+    if let Some(e) = &r.error {
         println!("  error: {e}");
     }
-    for s in r["steps"].as_array().cloned().unwrap_or_default() {
-        let spec = &s["spec"];
-        let cmdline = std::iter::once(spec["command"].as_str().unwrap_or("?").to_owned())
-            .chain(
-                spec["args"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str().map(str::to_owned)),
-            )
+    for s in &r.steps {
+        let StepSpec::Exec(spec) = &s.spec;
+        let cmdline = std::iter::once(spec.command.as_str())
+            .chain(spec.args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ");
-        let exit = s["exitCode"]
-            .as_i64()
+        let exit = s
+            .exit_code
             .map(|c| format!(", exit {c}"))
             .unwrap_or_default();
         println!(
             "  step {}: {} — {}, attempt {}{exit}",
-            s["index"].as_u64().unwrap_or(0) + 1,
+            s.index + 1,
             cmdline,
-            s["state"].as_str().unwrap_or("?"),
-            s["attempts"]
+            s.state.as_str(),
+            s.attempts
         );
-        if let Some(e) = s["error"].as_str() {
+        if let Some(e) = &s.error {
             println!("    note: {e}");
         }
-        if let Some(tail) = s["outputTail"].as_str().filter(|t| !t.is_empty()) {
-            for line in tail
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
+        if let Some(tail) = s.output_tail.as_deref().filter(|t| !t.is_empty()) {
+            let lines: Vec<&str> = tail.lines().collect();
+            for line in &lines[lines.len().saturating_sub(5)..] {
                 println!("    | {line}");
             }
         }
