@@ -69,18 +69,26 @@ pub struct AuditOptions {
 
 /// What the audit found, ranked, and what it read to find it.
 pub struct AuditReport {
+    /// The exposed listeners were probed.
     pub deep: bool,
     /// Ranked, worst first, without repeats.
     pub findings: Vec<Finding>,
+    /// How each source was read (or why it was not).
     pub sources: Sources,
-    /// Listeners on non-loopback addresses, of `listener_count` in all.
+    /// Listeners on non-loopback addresses (what each is), of `listener_count` in all.
     pub listeners: Vec<Value>,
     pub listener_count: usize,
+    /// Whether inbound traffic is filtered, per address family.
     pub firewall: Assessment,
+    /// Published container ports and Docker's iptables chains.
     pub docker: Value,
+    /// sshd's settings and fail2ban's jails (null without sshd).
     pub sshd: Value,
+    /// Every molt instance on the host, this profile's included.
     pub gateways: Vec<MoltInstance>,
+    /// OpenClaw gateways: processes and units.
     pub openclaw: Vec<OpenClawInstance>,
+    /// How long the audit took.
     pub ms: u64,
 }
 

@@ -149,7 +149,9 @@ pub struct DoctorOptions {
 /// Every check's line, and the counts that give the exit code.
 #[derive(Debug, Clone)]
 pub struct DoctorReport {
+    /// In the order they ran.
     pub checks: Vec<CheckReport>,
+    /// How many checks ended ok, warn and fail.
     pub ok: usize,
     pub warn: usize,
     pub fail: usize,

@@ -14,26 +14,24 @@ use crate::{Client, ClientError, ClientOptions};
 /// `MOLT_TOKEN`), and its own version, which the handshake reports.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// The gateway's WebSocket URL, instead of the one the profile's config gives.
     pub url: Option<String>,
+    /// The shared secret, before the config's and the token file's.
     pub token: Option<String>,
+    /// The version the client reports in the handshake and its HTTP user agent.
     pub client_version: String,
 }
 
 /// Where a client command's shared secret comes from.
 pub enum Credential {
-    Token {
-        value: String,
-        from: String,
-    },
-    Password {
-        value: String,
-    },
+    /// A token, and where it was found.
+    Token { value: String, from: String },
+    /// `gateway.auth.password`.
+    Password { value: String },
     /// `gateway.auth.mode = "none"`.
     NotRequired,
     /// The gateway uses its generated token, and this user cannot read it.
-    Unavailable {
-        why: String,
-    },
+    Unavailable { why: String },
 }
 
 impl Credential {

@@ -11,8 +11,11 @@ use crate::{Config, ConfigError, Paths, Profile};
 /// on the same install.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// `--profile` (or `MOLT_PROFILE`).
     pub profile: Option<String>,
+    /// `--config` (or `MOLT_CONFIG`).
     pub config: Option<PathBuf>,
+    /// `--state-dir` (or `MOLT_STATE_DIR`).
     pub state_dir: Option<PathBuf>,
 }
 
@@ -38,9 +41,13 @@ impl Overrides {
 #[derive(Debug, Clone)]
 pub struct Context {
     pub profile: Profile,
+    /// The config file read (it need not exist: every key has a default).
     pub config_path: PathBuf,
+    /// `molt.db`, the token file, the identity, the logs.
     pub state_dir: PathBuf,
+    /// `versions/` and `current`.
     pub share_dir: PathBuf,
+    /// The effective config: defaults, the file, `MOLT_*` variables.
     pub config: Config,
     /// What the paths were resolved from.
     pub overrides: Overrides,

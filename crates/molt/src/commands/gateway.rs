@@ -1,6 +1,7 @@
 //! `molt gateway run|restart|check`.
 
 use clap::{Args, Subcommand};
+use molt_checks::preflight::{self, Accepted, Refused};
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
 use molt_gateway::{BuildInfo, GatewayOptions};
@@ -79,35 +80,17 @@ fn run(mut ctx: Context, args: &GatewayRunArgs) -> Result<(), Failure> {
     })
 }
 
-/// `molt gateway check`: would this binary start on this config and state? The update
-/// preflight runs it with the new binary before anything is switched.
+/// `molt gateway check`, which the update preflight runs with the new binary.
 fn check(ctx: &Context, json: bool) -> Result<(), Failure> {
     if FAULT == "check-fails" {
         return Err(Failure::config(
             "this build refuses every config (MOLT_BUILD_FAULT=check-fails, a test fault)",
         ));
     }
-    ctx.config
-        .validate()
-        .map_err(|e| Failure::config(e.to_string()))?;
-    let db = ctx.state_dir.join("molt.db");
-    let found = if db.exists() {
-        Some(
-            molt_store::schema_version_of(&db)
-                .map_err(|e| Failure::failed(format!("cannot read {}: {e}", db.display())))?,
-        )
-    } else {
-        None
-    };
-    let known = molt_store::SCHEMA_VERSION;
-    if let Some(found) = found.filter(|f| *f > known) {
-        return Err(Failure::config(format!(
-            "{} has schema version {found}, newer than this molt knows ({known}); \
-             this version cannot run on this state",
-            db.display()
-        )));
-    }
-    let port = ctx.config.port(&ctx.profile);
+    let Accepted { found, known, port } = preflight::check(ctx).map_err(|e| match e {
+        Refused::Config(m) => Failure::config(m),
+        Refused::Failed(m) => Failure::failed(m),
+    })?;
     if json {
         print_json(&json!({
             "ok": true,
