@@ -11,7 +11,6 @@
 
 mod devices;
 mod migrations;
-#[macro_use]
 mod runs;
 mod updates;
 
@@ -48,7 +47,14 @@ macro_rules! from_word {
         }
     )+};
 }
-from_word!(RunState, StepState, Pairing);
+from_word!(
+    RunState,
+    StepState,
+    Pairing,
+    UpdateKind,
+    JobState,
+    JournalStepState
+);
 
 /// A store error, with what was being done when it happened.
 #[derive(Debug, thiserror::Error)]

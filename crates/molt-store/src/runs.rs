@@ -7,29 +7,6 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::{Boot, Ctx, FromWord, Result, Store, StoreError, now_ms};
 
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, ::serde::Serialize, ::serde::Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-            fn parse(s: &str) -> Result<Self> {
-                match s {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(StoreError::Corrupt(format!(
-                        "unknown {} {other:?}", stringify!($name)
-                    ))),
-                }
-            }
-        }
-    };
-}
-
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {

@@ -6,9 +6,9 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{Ctx, Result, Store, StoreError, now_ms};
+use crate::{Ctx, FromWord, Result, Store, StoreError, now_ms};
 
-string_enum!(
+molt_protocol::word_enum!(
     /// What a job does.
     UpdateKind {
         Update = "update",
@@ -17,7 +17,7 @@ string_enum!(
     }
 );
 
-string_enum!(
+molt_protocol::word_enum!(
     /// Where a job is. `Ok`, `RolledBack` and `Failed` are final.
     JobState {
         Pending = "pending",
@@ -35,7 +35,7 @@ impl JobState {
     }
 }
 
-string_enum!(
+molt_protocol::word_enum!(
     /// One journalled step.
     JournalStepState {
         Started = "started",
@@ -241,8 +241,8 @@ impl Store {
     }
 
     fn finish_job(&self, (mut job, kind, state): (UpdateJob, String, String)) -> Result<UpdateJob> {
-        job.kind = UpdateKind::parse(&kind)?;
-        job.state = JobState::parse(&state)?;
+        job.kind = UpdateKind::from_word(&kind)?;
+        job.state = JobState::from_word(&state)?;
         let mut stmt = self
             .conn
             .prepare(
@@ -268,7 +268,7 @@ impl Store {
             job.steps.push(JournalStep {
                 seq,
                 name,
-                state: JournalStepState::parse(&state)?,
+                state: JournalStepState::from_word(&state)?,
                 started_at_ms,
                 finished_at_ms,
                 detail,

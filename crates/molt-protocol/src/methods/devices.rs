@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::method::NoParams;
-use crate::methods::tasks::word_enum;
 
 crate::declare_methods! {
     /// Pending and paired (approved or rejected) devices.
@@ -13,7 +12,7 @@ crate::declare_methods! {
     PairReject = "device.pair.reject", Pairing, mutates, RequestIdParams => PairDecision;
 }
 
-word_enum!(
+crate::word_enum!(
     /// A device's pairing state.
     Pairing {
         Pending = "pending",

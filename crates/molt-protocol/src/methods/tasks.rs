@@ -30,11 +30,13 @@ impl fmt::Display for RunId {
     }
 }
 
-/// A closed set of lowercase words, with `as_str` and `parse` for storage.
+/// Declares a closed set of words (snake_case on the wire and in storage) with `as_str` and
+/// `parse`. Used here for states on the wire, and by the store for its own states.
+#[macro_export]
 macro_rules! word_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -52,9 +54,8 @@ macro_rules! word_enum {
         }
     };
 }
-pub(crate) use word_enum;
 
-word_enum!(
+crate::word_enum!(
     /// Where a run is in its life.
     RunState {
         Queued = "queued",
@@ -71,7 +72,7 @@ impl RunState {
     }
 }
 
-word_enum!(
+crate::word_enum!(
     /// Where a step is in its life. An interrupted step goes back to `pending`.
     StepState {
         Pending = "pending",
@@ -82,7 +83,7 @@ word_enum!(
     }
 );
 
-word_enum!(
+crate::word_enum!(
     /// A run's status in the schema's terms (`TaskSummary.status`).
     TaskStatus {
         Queued = "queued",
