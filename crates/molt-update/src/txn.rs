@@ -18,19 +18,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use molt_client::profile::{Access, call_gateway, describe_handover};
+use molt_config::Context;
 use molt_release::artifact;
 use molt_release::keys::{self, PublicKey};
 use molt_release::manifest::{Entry, Manifest};
+use molt_service::install::{self, now_ms};
 use molt_service::layout::{self, InstallOutcome, Layout};
-use molt_store::{JobState, JournalStepState, Store, UpdateJob, UpdateKind};
+use molt_service::update_lock::UpdateLock;
+use molt_store::{JobState, JournalStepState, Report, Store, UpdateJob, UpdateKind, VersionRef};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-use molt_client::profile::{Access, call_gateway, describe_handover};
-use molt_config::Context;
-use molt_service::install::{self, now_ms};
-use molt_service::update_lock::UpdateLock;
-use molt_store::{Report, VersionRef};
 
 use crate::error::UpdateError;
 use crate::source::Source;
