@@ -18,21 +18,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use molt_release::artifact;
-use molt_release::keys::{self, PublicKey};
-use molt_release::manifest::{Entry, Manifest};
-use molt_service::layout::{self, InstallOutcome, Layout};
-use molt_store::{JobState, JournalStepState, Store, UpdateJob, UpdateKind};
-use serde::{Deserialize, Serialize};
-
 use molt_client::profile::{Access, request};
 use molt_config::Context;
 use molt_protocol::method::AnyParams;
 use molt_protocol::methods::system::{Probe, RestartParams, RestartRequest, Status};
 use molt_protocol::methods::update::{NotifyParams, UpdateNotify};
+use molt_release::artifact;
+use molt_release::keys::{self, PublicKey};
+use molt_release::manifest::{Entry, Manifest};
 use molt_service::install::{self, now_ms};
+use molt_service::layout::{self, InstallOutcome, Layout};
 use molt_service::update_lock::UpdateLock;
-use molt_store::VersionRef;
+use molt_store::{JobState, JournalStepState, Store, UpdateJob, UpdateKind, VersionRef};
+use serde::{Deserialize, Serialize};
 
 use crate::error::UpdateError;
 use crate::source::Source;
