@@ -14,6 +14,7 @@
 pub mod artifact;
 pub mod keys;
 pub mod manifest;
+pub mod publish;
 
 /// Why a release was refused or could not be made. Messages say what to do.
 #[derive(Debug, thiserror::Error)]

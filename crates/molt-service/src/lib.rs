@@ -5,6 +5,7 @@
 
 pub mod install;
 pub mod layout;
+pub mod logs;
 pub mod status;
 pub mod systemctl;
 pub mod transient;

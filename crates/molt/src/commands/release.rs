@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use molt_release::keys::{self, SecretKey};
-use molt_release::manifest::Manifest;
-use molt_release::{ReleaseError, artifact};
+use molt_release::{ReleaseError, keys, publish};
 
 use crate::output::Failure;
 
@@ -93,47 +91,35 @@ pub fn exec(cmd: &ReleaseCommand) -> Result<(), Failure> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let target = target.clone().unwrap_or_else(molt_release::host_target);
-            let entry = artifact::build(
-                binary,
-                version,
-                &target,
+            let entry = publish::add_to_dir(
                 out,
-                now + expires_days * 86_400,
-                min_version,
+                &publish::Packing {
+                    binary,
+                    version,
+                    target: &target,
+                    expires: now + expires_days * 86_400,
+                    min_version,
+                },
             )
             .map_err(fail)?;
-            let path = out.join("manifest.json");
-            let mut manifest = match std::fs::read(&path) {
-                Ok(bytes) => Manifest::parse(&bytes).map_err(fail)?,
-                Err(_) => Manifest::default(),
-            };
             println!(
                 "{}: {} bytes, sha256 {}",
                 entry.artifact, entry.size, entry.sha256
             );
-            manifest.upsert(entry);
-            let json =
-                serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::failed(e.to_string()))?;
-            std::fs::write(&path, json)
-                .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?;
-            // The old signature no longer covers the manifest.
-            let _ = std::fs::remove_file(out.join("manifest.sig"));
             println!(
                 "updated {}; sign it with `molt release sign --key KEY {}`",
-                path.display(),
+                out.join("manifest.json").display(),
                 out.display()
             );
             Ok(())
         }
         ReleaseCommand::Sign { key, dir } => {
-            let key = SecretKey::load(key).map_err(fail)?;
-            let path = dir.join("manifest.json");
-            let bytes = std::fs::read(&path)
-                .map_err(|e| Failure::failed(format!("cannot read {}: {e}", path.display())))?;
-            Manifest::parse(&bytes).map_err(fail)?;
-            std::fs::write(dir.join("manifest.sig"), keys::signature_line(&key, &bytes))
-                .map_err(|e| Failure::failed(format!("cannot write the signature: {e}")))?;
-            println!("signed {} with key {}", path.display(), key.public().id());
+            let public = publish::sign_dir(key, dir).map_err(fail)?;
+            println!(
+                "signed {} with key {}",
+                dir.join("manifest.json").display(),
+                public.id()
+            );
             Ok(())
         }
     }

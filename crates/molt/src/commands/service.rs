@@ -2,7 +2,6 @@
 //! and reports on it; this module prints.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use clap::Subcommand;
 use molt_client::profile::{Access, request};
@@ -245,59 +244,7 @@ fn print_status(r: &StatusReport) {
 }
 
 fn logs(ctx: &Context, unit: &str, follow: bool, lines: u32) -> Result<(), Failure> {
-    let n = lines.to_string();
-    let journal = std::process::Command::new("journalctl")
-        .args(["--user", "-u", unit, "-n", "1", "--no-pager", "-q"])
-        .output()
-        .map(|o| o.status.success() && !o.stdout.is_empty())
-        .unwrap_or(false);
-    if journal {
-        let mut args = vec!["--user", "-u", unit, "-n", n.as_str(), "--no-pager"];
-        if follow {
-            args.push("-f");
-        }
-        let status = std::process::Command::new("journalctl")
-            .args(&args)
-            .status()
-            .map_err(|e| Failure::failed(format!("cannot run journalctl: {e}")))?;
-        return if status.success() {
-            Ok(())
-        } else {
-            Err(Failure::failed("journalctl failed"))
-        };
-    }
-    // No journal: the gateway's own log file.
-    let path = molt_gateway::logging::log_file(&ctx.state_dir);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Failure::failed(format!(
-            "no journal for {unit}, and cannot read {}: {e}",
-            path.display()
-        ))
-    })?;
-    let all: Vec<&str> = text.lines().collect();
-    for l in &all[all.len().saturating_sub(lines as usize)..] {
-        println!("{l}");
-    }
-    if !follow {
-        return Ok(());
-    }
-    let mut offset = text.len() as u64;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let Ok(mut f) = std::fs::File::open(&path) else {
-            continue;
-        };
-        use std::io::{Read, Seek, SeekFrom};
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < offset {
-            offset = 0; // rotated or truncated
-        }
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let mut buf = String::new();
-            if f.read_to_string(&mut buf).is_ok() {
-                print!("{buf}");
-                offset += buf.len() as u64;
-            }
-        }
-    }
+    let log_file = molt_gateway::logging::log_file(&ctx.state_dir);
+    molt_service::logs::show(unit, &log_file, lines, follow, &mut std::io::stdout())?;
+    Ok(())
 }
