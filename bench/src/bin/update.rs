@@ -5,7 +5,7 @@
 //!
 //! - v2 (0.2.0) and v3 (0.3.0) are real release builds of this workspace with
 //!   `MOLT_BUILD_VERSION`, built into `target/bench-variants` (cargo rebuilds only what
-//!   changed) and copied to `target/bench-variants/variant-<version>/molt`.
+//!   changed) and copied to `target/bench-variants/molt-variant-<version>/molt`.
 //! - A release key is made with `molt release keygen`; the v3 release with `molt release build`
 //!   and `molt release sign`. The artifact holds only `molt` (zstd); its real size is printed.
 //! - The release directory is served by an HTTP/1.1 file server in this process, on
@@ -81,8 +81,10 @@ fn text(o: &Output) -> String {
 /// A release build of molt that prints `version`, built with `MOLT_BUILD_VERSION`.
 fn variant(version: &str) -> PathBuf {
     let t0 = Instant::now();
+    let dir = workspace_root().join("target/bench-variants");
     let bin = Variants {
-        target_dir: workspace_root().join("target/bench-variants"),
+        target_dir: dir.clone(),
+        out_dir: dir,
         release: true,
         stamp_from: None,
     }

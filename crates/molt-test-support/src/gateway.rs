@@ -13,7 +13,9 @@ use crate::procs::{kill_processes_of, proc_status_kib};
 /// listens on a free loopback port. Dropping it kills every process still running under it,
 /// so a failing test or bench leaves nothing behind.
 pub struct Home {
+    /// The HOME directory, removed on drop.
     pub dir: tempfile::TempDir,
+    /// The loopback port its gateways listen on (`MOLT_GATEWAY_PORT`).
     pub port: u16,
     bin: PathBuf,
     stop_grace: Option<Duration>,
@@ -179,7 +181,9 @@ impl Drop for Home {
 /// A gateway process. Dropped, it is SIGKILLed, or stopped gracefully when its home says so
 /// ([`Home::stop_gracefully`]).
 pub struct Gateway {
+    /// The process; `None` once it has been waited for.
     pub child: Option<Child>,
+    /// The loopback port it listens on.
     pub port: u16,
     home: PathBuf,
     stop_grace: Option<Duration>,

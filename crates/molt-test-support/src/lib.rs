@@ -8,6 +8,7 @@
 //! to [`Home::new`].
 //!
 //! Every loop here is bounded in count and time; waits poll with a deadline.
+#![warn(missing_docs)]
 
 mod gateway;
 mod net;

@@ -110,7 +110,9 @@ pub fn write_unit(home: &Home, unit: &str, extra: &str) {
 /// A home for a profiled gateway run as a service: the config lives where the service will
 /// look for it (`$XDG_CONFIG_HOME/molt-P/molt.toml`, the user manager's XDG_CONFIG_HOME).
 pub struct ServiceHome {
+    /// The HOME and port of the profile's gateway.
     pub home: Home,
+    /// The profile name, `<prefix><port>`.
     pub profile: String,
 }
 

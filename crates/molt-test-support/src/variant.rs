@@ -15,11 +15,13 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// All variants build, one after another, in one shared target dir, so only the final crate
 /// recompiles per variant. Each result is copied to
-/// `<target_dir>/variant-<version>[-<fault>]/molt`
-/// (a copy, renamed into place: a process may still run the previous one).
+/// `<out_dir>/molt-variant-<version>[-<fault>]/molt` (a copy, renamed into place: a process
+/// may still run the previous one).
 pub struct Variants {
     /// The cargo target dir all variants share.
     pub target_dir: PathBuf,
+    /// Where the copies go.
+    pub out_dir: PathBuf,
     /// Build with `--release`.
     pub release: bool,
     /// A molt whose `--version` line stamps each copy: its build id hashes every source file,
@@ -41,10 +43,10 @@ impl Variants {
         let _flock = FileLock::acquire(&self.target_dir.join("variants.lock"));
 
         let name = match fault {
-            Some(f) => format!("variant-{version}-{f}"),
-            None => format!("variant-{version}"),
+            Some(f) => format!("molt-variant-{version}-{f}"),
+            None => format!("molt-variant-{version}"),
         };
-        let dir = self.target_dir.join(name);
+        let dir = self.out_dir.join(name);
         let bin = dir.join("molt");
         let stamp_file = dir.join("stamp");
         let stamp = self.stamp_from.as_ref().map(|reference| {

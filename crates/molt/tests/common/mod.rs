@@ -16,12 +16,15 @@ pub fn molt_with_version(version: &str) -> PathBuf {
 }
 
 /// A real molt binary built from this source with `MOLT_BUILD_VERSION=version` and, when
-/// `fault` is given, `MOLT_BUILD_FAULT=fault`; see [`Variants`]. Every test binary shares
-/// `CARGO_TARGET_TMPDIR/molt-variants`, and a copy is reused while the test's own molt prints
+/// `fault` is given, `MOLT_BUILD_FAULT=fault`; see [`Variants`]. Every test binary shares the
+/// target dir `CARGO_TARGET_TMPDIR/molt-variants`; each copy, in
+/// `CARGO_TARGET_TMPDIR/molt-variant-<v>[-<fault>]`, is reused while the test's own molt prints
 /// the same `--version` line.
 pub fn molt_variant(version: &str, fault: Option<&str>) -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     Variants {
-        target_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("molt-variants"),
+        target_dir: tmp.join("molt-variants"),
+        out_dir: tmp,
         release: false,
         stamp_from: Some(PathBuf::from(MOLT)),
     }
