@@ -144,14 +144,25 @@ impl Store {
     }
 
     /// Databases written before tokens were kept as digests hold them in plain text; this
-    /// replaces each with its digest. Runs at every open; a no-op once done.
+    /// replaces each with its digest. Runs at every open: a read that finds nothing once done,
+    /// so the write lock is taken only when there is something to digest.
     pub(crate) fn digest_plaintext_device_tokens(&mut self) -> Result<usize> {
+        const PLAIN: &str = "token IS NOT NULL AND token NOT LIKE 'sha256:%'";
+        let pending: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM devices WHERE {PLAIN}"),
+                [],
+                |r| r.get(0),
+            )
+            .ctx("looking for plain device tokens")?;
+        if pending == 0 {
+            return Ok(0);
+        }
         let tx = self.write_tx().ctx("starting token migration")?;
         let plain: Vec<(String, String)> = {
             let mut stmt = tx
-                .prepare(
-                    "SELECT id, token FROM devices WHERE token IS NOT NULL AND token NOT LIKE 'sha256:%'",
-                )
+                .prepare(&format!("SELECT id, token FROM devices WHERE {PLAIN}"))
                 .ctx("preparing token migration")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
