@@ -361,26 +361,27 @@ async fn admit(
                 close::POLICY,
             )
         };
-        let dev_id = dev.id.clone();
-        let record = app
+        // One store call: the record, and whether the device token it presented (if any)
+        // is the one on file.
+        let (dev_id, presented) = (dev.id.clone(), presented_token(&a.secret));
+        let (record, token_ok) = app
             .store
-            .call(move |s| s.device(&dev_id))
+            .call(move |s| {
+                let record = s.device(&dev_id)?;
+                let ok = match presented {
+                    Some(t) => Some(s.device_token_matches(&dev_id, &t)?),
+                    None => None,
+                };
+                Ok::<_, molt_store::StoreError>((record, ok))
+            })
             .await
             .map_err(store_err)?;
         let state = record.as_ref().map(|r| r.state);
-        if let SecretCheck::DeviceToken(given) = &a.secret {
-            let (dev_id, given) = (dev.id.clone(), given.clone());
-            let ok = app
-                .store
-                .call(move |s| s.device_token_matches(&dev_id, &given))
-                .await
-                .map_err(store_err)?;
-            if !ok || state != Some(Pairing::Approved) {
-                lock(&app.limiter).record_failure(remote.ip());
-                let err = ErrorShape::invalid("device token mismatch")
-                    .with_details(json!({ "code": "AUTH_DEVICE_TOKEN_MISMATCH" }));
-                return Err(reject_with(&id, err, close::POLICY));
-            }
+        if token_ok.is_some_and(|ok| !ok || state != Some(Pairing::Approved)) {
+            lock(&app.limiter).record_failure(remote.ip());
+            let err = ErrorShape::invalid("device token mismatch")
+                .with_details(json!({ "code": "AUTH_DEVICE_TOKEN_MISMATCH" }));
+            return Err(reject_with(&id, err, close::POLICY));
         }
         match (state, record) {
             (Some(Pairing::Approved), Some(r)) => {
@@ -389,14 +390,14 @@ async fn admit(
                 // Only a digest is stored, so a device that did not present its token (it
                 // authenticated with the shared secret, or was approved while away) gets a
                 // new one; a device that presented it keeps it.
-                let token = match &a.secret {
-                    SecretCheck::DeviceToken(given) => given.clone(),
-                    _ => {
-                        random_hex(32).map_err(|_| reject_plain("no randomness", close::POLICY))?
-                    }
+                let (token, fresh) = match presented_token(&a.secret) {
+                    Some(given) => (given, false),
+                    None => (
+                        random_hex(32).map_err(|_| reject_plain("no randomness", close::POLICY))?,
+                        true,
+                    ),
                 };
                 let (dev_id, issue) = (dev.id.clone(), token.clone());
-                let fresh = !matches!(a.secret, SecretCheck::DeviceToken(_));
                 app.store
                     .call(move |s| {
                         if fresh {
@@ -505,6 +506,14 @@ async fn admit(
     let hello = serde_json::to_value(&hello)
         .map_err(|_| reject_plain("cannot encode hello-ok", close::POLICY))?;
     Ok((session, id, hello, presence))
+}
+
+/// The device token a connect authenticated with, if it used one instead of the shared secret.
+fn presented_token(secret: &SecretCheck) -> Option<String> {
+    match secret {
+        SecretCheck::DeviceToken(t) => Some(t.clone()),
+        _ => None,
+    }
 }
 
 fn presence_entry(a: &Accepted, s: &Session) -> Value {

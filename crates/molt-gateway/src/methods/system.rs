@@ -61,14 +61,9 @@ async fn identity(app: Arc<App>, _: Caller, _: AnyParams) -> Result<IdentityResu
 
 async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusResult, ErrorShape> {
     let app = &g.app;
-    let runs = app
+    let (runs, last) = app
         .store
-        .call(|s| s.run_counts())
-        .await
-        .map_err(to_error_shape)?;
-    let last = app
-        .store
-        .call(|s| s.meta("last_handover"))
+        .call(|s| Ok::<_, molt_store::StoreError>((s.run_counts()?, s.meta("last_handover")?)))
         .await
         .map_err(to_error_shape)?;
     let (open, shed) = app.pending.counts();
