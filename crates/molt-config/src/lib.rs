@@ -6,8 +6,13 @@
 //! top of that. [`Config::validate`] enforces the rules that no single key can express, such as
 //! "a non-loopback bind needs auth".
 
+mod agents;
 mod context;
 
+pub use agents::{
+    AgentProfile, AgentSettings, AgentsConfig, CallLimits, MAIN_AGENT, ModelConfig, ModelRef,
+    ModelsConfig, ProviderApi, ProviderConfig,
+};
 pub use context::{Context, Overrides};
 
 use std::fmt;
@@ -309,6 +314,8 @@ pub enum AuthSource<'a> {
 pub struct Config {
     pub gateway: GatewayConfig,
     pub update: UpdateConfig,
+    pub models: ModelsConfig,
+    pub agents: AgentsConfig,
 }
 
 /// The type of one overridable key; drives how its environment value is parsed.
@@ -507,6 +514,8 @@ impl Config {
             }
             _ => {}
         }
+        agents::validate(&self.models, &self.agents)
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         // The generated token is a secret too, but one a remote client has no way to learn:
         // a public bind asks for a secret chosen (and handed out) on purpose.
         let configured = matches!(
@@ -543,6 +552,33 @@ impl Config {
         }
     }
 
+    /// Whether the file at `path` itself (not the environment) holds a secret. `Ok(false)`
+    /// when there is no file.
+    pub fn file_holds_secrets(path: &Path) -> Result<bool, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<Config>(&text)
+                .map(|c| c.holds_inline_secrets())
+                .map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().replace('\n', " "),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether the file itself holds a secret (an auth token or password, or a model key), in
+    /// which case it must be readable by its owner only.
+    pub fn holds_inline_secrets(&self) -> bool {
+        let a = &self.gateway.auth;
+        a.token.is_some()
+            || a.password.is_some()
+            || self.models.providers.values().any(|p| p.api_key.is_some())
+    }
+
     /// The port this config listens on for `profile`.
     pub fn port(&self, profile: &Profile) -> u16 {
         self.gateway.port.unwrap_or_else(|| profile.default_port())
@@ -559,6 +595,9 @@ impl Config {
         };
         mask(&mut shown.gateway.auth.token);
         mask(&mut shown.gateway.auth.password);
+        for p in shown.models.providers.values_mut() {
+            mask(&mut p.api_key);
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }

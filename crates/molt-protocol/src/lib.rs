@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod method;
 pub mod methods;
 pub mod scope;
+pub mod transcript;
 
 /// The protocol version molt implements.
 pub const PROTOCOL_VERSION: u32 = 4;
