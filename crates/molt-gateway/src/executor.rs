@@ -237,6 +237,12 @@ impl Executor {
                 };
                 run_exec(spec, &env, stop).await
             }
+            // Turns are claimed by the agent, never by this executor.
+            StepSpec::Model {} | StepSpec::Tool { .. } => StepEnd::Done(StepOutcome::Failed {
+                exit_code: None,
+                output_tail: String::new(),
+                error: "not an exec step: agent turns run in the agent subsystem".into(),
+            }),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`Store::requeue_dead_leases`] → `pending` again, keeping its attempt count. Every
 //! transition checks the run's lease, so two processes can never execute the same step.
 
+mod agent;
 mod devices;
 mod migrations;
 mod runs;
@@ -19,6 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use agent::{
+    NewTurn, QueueMode, SessionRecord, StoredMessage, Submitted, TurnProgress, TurnRecord,
+};
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 /// The newest database schema version this build knows.
 pub use migrations::LATEST as SCHEMA_VERSION;
@@ -70,6 +74,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("no run with id {0}")]
     NoSuchRun(String),
+    #[error("no session {0}")]
+    NoSuchSession(String),
     #[error("run {run} is leased by boot epoch {holder:?}, not {caller}")]
     LeaseLost {
         run: String,

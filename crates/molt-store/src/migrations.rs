@@ -105,6 +105,63 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT,
         PRIMARY KEY (job_id, seq)
      );",
+    // 4: the agent: sessions, transcripts, turns (runs of kind 'turn'), inputs waiting for a
+    // turn, and events relayed from a draining process to its successor.
+    "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'exec'
+        CHECK (kind IN ('exec','turn'));
+     CREATE TABLE sessions (
+        key TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        label TEXT,
+        model TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        total_tokens INTEGER NOT NULL DEFAULT 0,
+        last_run_id TEXT
+     );
+     CREATE INDEX sessions_by_update ON sessions(updated_at_ms);
+     CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_key TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        run_id TEXT,
+        role TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        UNIQUE (session_key, seq)
+     );
+     CREATE TABLE turns (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        session_key TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        event_seq INTEGER NOT NULL DEFAULT 0,
+        final_text TEXT,
+        stop_reason TEXT,
+        error_kind TEXT,
+        usage TEXT,
+        model TEXT
+     );
+     CREATE INDEX turns_by_session ON turns(session_key);
+     CREATE TABLE turn_inputs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        text TEXT NOT NULL,
+        idempotency_key TEXT,
+        created_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX turn_inputs_by_run ON turn_inputs(run_id);
+     CREATE TABLE relay_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+     );",
 ];
 
 /// The newest schema version this build knows.

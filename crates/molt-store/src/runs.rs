@@ -209,12 +209,12 @@ impl Store {
         Ok(counts)
     }
 
-    /// Leases the oldest queued run to `boot`, or returns `None` when the queue is empty.
+    /// Leases the oldest queued exec run to `boot`, or returns `None` when the queue is empty.
     pub fn claim_next(&mut self, boot: Boot) -> Result<Option<RunId>> {
         self.conn
             .query_row(
                 "UPDATE runs SET state = 'running', lease_epoch = ?1, lease_pid = ?2, updated_at_ms = ?3
-                 WHERE id = (SELECT id FROM runs WHERE state = 'queued'
+                 WHERE id = (SELECT id FROM runs WHERE state = 'queued' AND kind = 'exec'
                              ORDER BY created_at_ms, rowid LIMIT 1)
                  RETURNING id",
                 params![boot.epoch, boot.pid, now_ms()],

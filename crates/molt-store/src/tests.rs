@@ -279,3 +279,200 @@ fn plaintext_device_tokens_from_older_databases_become_digests_at_open() {
     assert_eq!(stored, molt_protocol::device::token_digest("legacy-secret"));
     assert!(store.device_token_matches("old", "legacy-secret").unwrap());
 }
+
+mod agent_turns {
+    use super::*;
+    use molt_protocol::transcript::{
+        AssistantMessage, ContentBlock, Message, StopReason, TextBlock, ToolResultMessage, Usage,
+    };
+
+    fn answer(text: &str, tool: Option<&str>) -> Message {
+        let mut content = vec![ContentBlock::Text { text: text.into() }];
+        if let Some(id) = tool {
+            content.push(ContentBlock::ToolCall {
+                id: id.into(),
+                name: "exec".into(),
+                arguments: serde_json::json!({"command": "true"}),
+            });
+        }
+        Message::Assistant(AssistantMessage {
+            content,
+            api: "openai-completions".into(),
+            provider: "fake".into(),
+            model: "fake-1".into(),
+            usage: Usage {
+                input: 3,
+                output: 2,
+                total_tokens: 5,
+                ..Usage::default()
+            },
+            stop_reason: if tool.is_some() {
+                StopReason::ToolUse
+            } else {
+                StopReason::Stop
+            },
+            timestamp: 1,
+            response_id: None,
+        })
+    }
+
+    fn turn<'a>(run: &'a str, text: &'a str, mode: QueueMode) -> NewTurn<'a> {
+        NewTurn {
+            run_id: run,
+            session_key: "agent:main:main",
+            agent_id: "main",
+            text,
+            mode,
+            origin: "chat",
+        }
+    }
+
+    #[test]
+    fn a_turn_with_a_tool_call_checkpoints_every_boundary() {
+        let (_d, mut s) = temp_store();
+        let boot = s.begin_boot(1, "v", "b").unwrap();
+        assert_eq!(
+            s.submit_turn(&turn("r1", "hello", QueueMode::Steer)).unwrap(),
+            Submitted::Queued
+        );
+        // Not in the transcript until its first model step starts.
+        assert!(s.transcript("agent:main:main").unwrap().is_empty());
+        let run = s.claim_next_turn(boot).unwrap().unwrap();
+        assert_eq!(run.0, "r1");
+        let (step, moved) = s.start_turn_step(&run, boot).unwrap().unwrap();
+        assert_eq!(step.spec, StepSpec::Model {});
+        assert_eq!(moved.len(), 1);
+        let (_, p) = s
+            .finish_model_step(&run, 0, boot, &answer("", Some("call_1")), 7)
+            .unwrap();
+        assert_eq!(p, TurnProgress::Continues);
+        let (step, moved) = s.start_turn_step(&run, boot).unwrap().unwrap();
+        assert!(moved.is_empty());
+        assert!(matches!(step.spec, StepSpec::Tool { ref call_id, .. } if call_id == "call_1"));
+        assert_eq!(step.effect_key, "r1:1");
+        let result = Message::ToolResult(ToolResultMessage {
+            tool_call_id: "call_1".into(),
+            tool_name: "exec".into(),
+            content: vec![TextBlock { text: "ok".into() }],
+            details: serde_json::json!({}),
+            is_error: false,
+            timestamp: 2,
+        });
+        s.finish_tool_step(&run, 1, boot, &result, 9).unwrap();
+        let (step, _) = s.start_turn_step(&run, boot).unwrap().unwrap();
+        assert_eq!(step.index, 2);
+        let (_, p) = s
+            .finish_model_step(&run, 2, boot, &answer("done", None), 12)
+            .unwrap();
+        assert_eq!(p, TurnProgress::Finished);
+        let t = s.turn("r1").unwrap().unwrap();
+        assert_eq!(t.state, RunState::Succeeded);
+        assert_eq!(t.final_text.as_deref(), Some("done"));
+        assert_eq!(t.event_seq, 12);
+        assert_eq!(t.usage.total_tokens, 10);
+        let roles: Vec<&str> = s
+            .transcript("agent:main:main")
+            .unwrap()
+            .iter()
+            .map(|m| match m {
+                Message::User(_) => "user",
+                Message::Assistant(_) => "assistant",
+                Message::ToolResult(_) => "tool",
+                Message::System(_) => "system",
+            })
+            .collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+        assert_eq!(
+            s.session("agent:main:main").unwrap().unwrap().total_tokens,
+            10
+        );
+        // A repeated runId starts nothing.
+        assert!(matches!(
+            s.submit_turn(&turn("r1", "hello", QueueMode::Steer)).unwrap(),
+            Submitted::Duplicate(t) if t.state == RunState::Succeeded
+        ));
+    }
+
+    #[test]
+    fn steer_joins_the_active_turn_followup_waits_and_a_stale_boot_records_nothing() {
+        let (_d, mut s) = temp_store();
+        let old = s.begin_boot(1, "v", "b").unwrap();
+        s.submit_turn(&turn("r1", "one", QueueMode::Steer)).unwrap();
+        let run = s.claim_next_turn(old).unwrap().unwrap();
+        s.start_turn_step(&run, old).unwrap().unwrap();
+        assert_eq!(
+            s.submit_turn(&turn("r2", "two", QueueMode::Steer)).unwrap(),
+            Submitted::Steered { into: "r1".into() }
+        );
+        assert_eq!(
+            s.submit_turn(&turn("r3", "three", QueueMode::Followup))
+                .unwrap(),
+            Submitted::Queued
+        );
+        // One turn at a time per session.
+        assert_eq!(s.claim_next_turn(old).unwrap(), None);
+        // The steer input makes the turn take another model step after this one.
+        let (_, p) = s
+            .finish_model_step(&run, 0, old, &answer("a", None), 3)
+            .unwrap();
+        assert_eq!(p, TurnProgress::Continues);
+        let (_, moved) = s.start_turn_step(&run, old).unwrap().unwrap();
+        assert_eq!(moved.len(), 1);
+        // Another boot cannot checkpoint the step.
+        let new = s.begin_boot(2, "v", "b").unwrap();
+        assert!(matches!(
+            s.finish_model_step(&run, 1, new, &answer("b", None), 4),
+            Err(StoreError::LeaseLost { .. })
+        ));
+        s.release_run(&run, old, "handover").unwrap();
+        let again = s.claim_next_turn(new).unwrap().unwrap();
+        assert_eq!(again, run);
+        let (step, moved) = s.start_turn_step(&run, new).unwrap().unwrap();
+        assert!(moved.is_empty());
+        assert_eq!(step.attempts, 2, "the interrupted model step runs again");
+        s.finish_model_step(&run, 1, new, &answer("b", None), 5)
+            .unwrap();
+        assert_eq!(s.claim_next_turn(new).unwrap().unwrap().0, "r3");
+    }
+
+    #[test]
+    fn reset_keeps_the_old_transcript_and_delete_removes_it() {
+        let (_d, mut s) = temp_store();
+        let k = "agent:main:x";
+        s.ensure_session(k, "main").unwrap();
+        let first = s.session(k).unwrap().unwrap().session_id;
+        for i in 0..5 {
+            s.append_message(k, None, &answer(&format!("m{i}"), None))
+                .unwrap();
+        }
+        let (page, more, total) = s.history(k, 2, None).unwrap();
+        assert_eq!((page.len(), more, total), (2, true, 5));
+        assert_eq!(page[1].seq, 5);
+        let (older, _, _) = s.history(k, 10, Some(page[0].seq)).unwrap();
+        assert_eq!(older.len(), 3);
+        let (sess, marker) = s.reset_session(k).unwrap();
+        assert_ne!(sess.session_id, first);
+        assert!(matches!(marker.message, Message::System(ref m) if m.kind == "reset"));
+        assert_eq!(s.history(k, 10, None).unwrap().2, 1);
+        let kept: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE session_id = ?1",
+                [&first],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, 5);
+        assert!(s.delete_session(k).unwrap());
+        assert!(s.session(k).unwrap().is_none());
+        let left: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE session_key = ?1",
+                [k],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

@@ -110,11 +110,20 @@ pub struct ExecSpec {
     pub timeout_ms: Option<u64>,
 }
 
-/// What a step does. New kinds (agent, tool, cron action) are added here.
+/// What a step does: a command (exec runs), or one model call or one tool call of an agent
+/// turn. A turn's steps are appended as the model asks for tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StepSpec {
     Exec(ExecSpec),
+    /// One call of the turn's model, with the transcript as it stands when the step starts.
+    Model {},
+    /// One tool call the model asked for; `call_id` is the provider's id for it.
+    Tool {
+        call_id: String,
+        name: String,
+        arguments: serde_json::Value,
+    },
 }
 
 /// Who may execute a run's steps now.

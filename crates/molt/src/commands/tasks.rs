@@ -113,11 +113,14 @@ fn print_run(r: &RunRecord) {
         println!("  error: {e}");
     }
     for s in &r.steps {
-        let StepSpec::Exec(spec) = &s.spec;
-        let cmdline = std::iter::once(spec.command.as_str())
-            .chain(spec.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let cmdline = match &s.spec {
+            StepSpec::Exec(spec) => std::iter::once(spec.command.as_str())
+                .chain(spec.args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+            StepSpec::Model {} => "model call".to_owned(),
+            StepSpec::Tool { name, .. } => format!("tool {name}"),
+        };
         let exit = s
             .exit_code
             .map(|c| format!(", exit {c}"))
