@@ -2,9 +2,12 @@
 //! family. Adding a method means one declaration here (with its param and result types) and
 //! one handler registered in the gateway's router; the CLI calls it through the same types.
 
+pub mod agents;
+pub mod chat;
 pub mod devices;
 pub mod system;
 pub mod tasks;
+pub mod sessions;
 pub mod update;
 
 use crate::method::MethodInfo;
@@ -16,6 +19,9 @@ pub fn all() -> impl Iterator<Item = MethodInfo> {
         tasks::DECLARED,
         devices::DECLARED,
         update::DECLARED,
+        chat::DECLARED,
+        sessions::DECLARED,
+        agents::DECLARED,
     ]
     .into_iter()
     .flatten()
@@ -35,6 +41,10 @@ pub const EVENTS: &[&str] = &[
     "device.pair.requested",
     "device.pair.resolved",
     "molt.update.result",
+    "chat",
+    "agent",
+    "session.message",
+    "sessions.changed",
 ];
 
 #[cfg(test)]
@@ -51,6 +61,7 @@ mod tests {
         assert_eq!(names.len(), n, "a method is declared twice");
         assert_eq!(required_scope("tasks.cancel"), Some(Scope::Write));
         assert_eq!(required_scope("molt.run.exec"), Some(Scope::Admin));
-        assert_eq!(required_scope("sessions.list"), None);
+        assert_eq!(required_scope("sessions.list"), Some(Scope::Read));
+        assert_eq!(required_scope("cron.list"), None);
     }
 }
