@@ -150,7 +150,7 @@ impl Reply {
     }
 
     /// Reports these token counts instead of the derived ones (prompt ≈ request body bytes
-    /// / 4, completion ≈ streamed characters / 4, each at least 1).
+    /// / 4, completion ≈ bytes of streamed text and arguments / 4, each at least 1).
     pub fn usage(mut self, prompt_tokens: u64, completion_tokens: u64) -> Reply {
         self.usage = Some((prompt_tokens, completion_tokens));
         self
