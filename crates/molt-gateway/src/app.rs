@@ -33,6 +33,36 @@ pub enum Outbound {
 pub struct Peer {
     pub tx: mpsc::Sender<Outbound>,
     pub presence: Value,
+    /// It declared `caps: ["tool-events"]`: it gets the `agent` events of stream `tool`.
+    pub tool_events: bool,
+    /// It called `sessions.subscribe`: it gets `sessions.changed`.
+    pub sessions_changed: bool,
+    /// Session keys it gets `session.message` for (`sessions.messages.subscribe`).
+    pub message_keys: std::collections::HashSet<String>,
+}
+
+/// Which peers an event goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// Every operator connection.
+    All,
+    /// Connections with `caps: ["tool-events"]`.
+    ToolEvents,
+    /// Connections subscribed to `sessions.changed`.
+    SessionsChanged,
+    /// Connections subscribed to this session's messages, or to `sessions.changed`.
+    SessionMessages(&'a str),
+}
+
+impl Audience<'_> {
+    pub fn admits(self, p: &Peer) -> bool {
+        match self {
+            Self::All => true,
+            Self::ToolEvents => p.tool_events,
+            Self::SessionsChanged => p.sessions_changed,
+            Self::SessionMessages(k) => p.sessions_changed || p.message_keys.contains(k),
+        }
+    }
 }
 
 /// Failed-auth counter per remote address, so secrets cannot be guessed quickly.
@@ -164,8 +194,13 @@ impl App {
     /// Sends an event to every authenticated client. A client whose queue is full is closed
     /// rather than allowed to hold the gateway back.
     pub fn broadcast(&self, event: &'static str, payload: Value) {
+        self.broadcast_to(Audience::All, event, payload);
+    }
+
+    /// As [`App::broadcast`], to the peers `audience` admits.
+    pub fn broadcast_to(&self, audience: Audience<'_>, event: &'static str, payload: Value) {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        for peer in peers.values() {
+        for peer in peers.values().filter(|p| audience.admits(p)) {
             if peer
                 .tx
                 .try_send(Outbound::Event(event, payload.clone()))

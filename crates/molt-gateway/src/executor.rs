@@ -359,7 +359,7 @@ async fn run_exec(
     }
 }
 
-fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: kill(2) has no memory-safety preconditions. The group id is the child's pid
         // because it was spawned with process_group(0).

@@ -22,11 +22,16 @@ use crate::app::{App, Lifecycle};
 /// result.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Who is calling: one authenticated connection.
+/// Who is calling: one authenticated connection, and the request being answered.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub conn_id: String,
     pub scopes: Vec<Scope>,
+    /// The id of the request being answered.
+    pub request_id: String,
+    /// The connection's writer: a method that answers twice (`agent`) sends its later
+    /// answer here, with the same request id.
+    pub out: tokio::sync::mpsc::Sender<crate::app::Outbound>,
 }
 
 /// A handler of method `M` with state `S`: any `async fn(Arc<S>, Caller, M::Params) ->
@@ -168,7 +173,7 @@ impl Router {
             .as_ref()
             .and_then(|p| p.get("idempotencyKey"))
             .and_then(Value::as_str)
-            .filter(|_| info.mutates)
+            .filter(|_| info.replays)
             .map(str::to_owned);
         if let Some(k) = &key {
             let (m, k) = (info.name, k.clone());
@@ -182,7 +187,9 @@ impl Router {
             }
         }
         let params = req.params.unwrap_or_else(|| json!({}));
-        let result = (route.handler)(caller.clone(), params).await?;
+        let mut caller = caller.clone();
+        caller.request_id = req.id.clone();
+        let result = (route.handler)(caller, params).await?;
         if let Some(k) = key {
             let (m, text) = (info.name, result.to_string());
             if let Err(e) = app

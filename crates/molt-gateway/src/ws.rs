@@ -27,6 +27,8 @@ const OUTBOUND_QUEUE: usize = 256;
 pub struct Session {
     pub conn_id: String,
     pub role: String,
+    /// The client declared `caps: ["tool-events"]`.
+    pub tool_events: bool,
     pub scopes: Vec<Scope>,
     pub device_id: Option<String>,
     pub remote: SocketAddr,
@@ -198,6 +200,8 @@ async fn serve_session(
     let caller = Caller {
         conn_id: session.conn_id.clone(),
         scopes: session.scopes.clone(),
+        request_id: String::new(),
+        out: tx.clone(),
     };
     loop {
         // Checked between requests, so a response in progress (say, to the restart request
@@ -476,6 +480,11 @@ async fn admit(
     let session = Session {
         conn_id: conn_id.to_owned(),
         role: "operator".into(),
+        tool_events: a
+            .params
+            .caps
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c == "tool-events")),
         scopes: scopes.clone(),
         device_id: a.device.as_ref().map(|d| d.id.clone()),
         remote,
@@ -563,5 +572,14 @@ pub fn snapshot(app: &App, extra: Option<&Value>) -> Value {
 
 /// Adds an authenticated connection to the broadcast set.
 fn register(app: &App, session: &Session, tx: mpsc::Sender<Outbound>, presence: Value) {
-    lock(&app.peers).insert(session.conn_id.clone(), Peer { tx, presence });
+    lock(&app.peers).insert(
+        session.conn_id.clone(),
+        Peer {
+            tx,
+            presence,
+            tool_events: session.tool_events,
+            sessions_changed: false,
+            message_keys: Default::default(),
+        },
+    );
 }

@@ -21,6 +21,10 @@ pub trait Method {
     /// Whether the call changes state. Such a call is refused while the gateway stops, and
     /// an `idempotencyKey` in its params replays the first result for a day.
     const MUTATES: bool;
+    /// Whether the router replays the first result for a repeated `idempotencyKey`. Methods
+    /// that start runs dedupe by run id themselves (`dedupes`), because a repeat must report
+    /// the run's current state, not its first answer.
+    const REPLAYS: bool;
     /// What the client sends. Absent params deserialize from `{}`.
     type Params: Serialize + DeserializeOwned + Send + 'static;
     /// What the gateway answers.
@@ -33,6 +37,7 @@ pub struct MethodInfo {
     pub name: &'static str,
     pub scope: Scope,
     pub mutates: bool,
+    pub replays: bool,
 }
 
 impl MethodInfo {
@@ -41,11 +46,13 @@ impl MethodInfo {
             name: M::NAME,
             scope: M::SCOPE,
             mutates: M::MUTATES,
+            replays: M::REPLAYS,
         }
     }
 }
 
-/// Declares a family of methods: `Name = "wire.name", Scope, reads|mutates, Params => Result;`.
+/// Declares a family of methods: `Name = "wire.name", Scope, reads|mutates|dedupes, Params =>
+/// Result;`. `dedupes` is a state-changing method that handles repeated idempotency keys itself.
 /// Each becomes an uninhabited type implementing [`Method`], and the family gets a
 /// `DECLARED` list of them, in order.
 #[macro_export]
@@ -60,6 +67,7 @@ macro_rules! declare_methods {
                 const NAME: &'static str = $wire;
                 const SCOPE: $crate::scope::Scope = $crate::scope::Scope::$scope;
                 const MUTATES: bool = $crate::declare_methods!(@effect $effect);
+                const REPLAYS: bool = $crate::declare_methods!(@replay $effect);
                 type Params = $params;
                 type Result = $result;
             }
@@ -70,6 +78,10 @@ macro_rules! declare_methods {
     };
     (@effect reads) => { false };
     (@effect mutates) => { true };
+    (@effect dedupes) => { true };
+    (@replay reads) => { false };
+    (@replay mutates) => { true };
+    (@replay dedupes) => { false };
 }
 
 /// Params of a method that takes none and ignores whatever it is sent, as the schema allows

@@ -11,7 +11,7 @@ use crate::transcript::{AssistantMessage, Message, Usage};
 
 crate::declare_methods! {
     /// Sends a message to a session: a new turn, or input for the active one (`queueMode`).
-    ChatSend = "chat.send", Write, mutates, ChatSendParams => ChatSendResult;
+    ChatSend = "chat.send", Write, dedupes, ChatSendParams => ChatSendResult;
     /// A page of a session's transcript, newest last.
     ChatHistory = "chat.history", Read, reads, ChatHistoryParams => ChatHistoryResult;
     /// Aborts a session's active turns (or one of them).
@@ -20,7 +20,7 @@ crate::declare_methods! {
     ChatInject = "chat.inject", Admin, mutates, ChatInjectParams => ChatInjectResult;
     /// Runs one turn: answers `accepted` at once, then the final result on the same request
     /// id. The schema's scope is "dynamic"; a turn needs write.
-    Agent = "agent", Write, mutates, AgentParams => AgentResult;
+    Agent = "agent", Write, dedupes, AgentParams => AgentResult;
     /// Waits for a run to end, up to `timeoutMs`; never cancels it.
     AgentWait = "agent.wait", Write, reads, AgentWaitParams => AgentWaitResult;
 }

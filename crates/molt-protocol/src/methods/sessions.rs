@@ -13,8 +13,8 @@ crate::declare_methods! {
     SessionsGet = "sessions.get", Read, reads, SessionKeyParams => SessionsGetResult;
     /// Creates a session (idempotent on its key), and with `message` starts a turn in it. The
     /// schema's scope is "dynamic"; molt asks for write.
-    SessionsCreate = "sessions.create", Write, mutates, SessionsCreateParams => SessionsCreateResult;
-    SessionsSend = "sessions.send", Write, mutates, SessionsSendParams => ChatSendResult;
+    SessionsCreate = "sessions.create", Write, dedupes, SessionsCreateParams => SessionsCreateResult;
+    SessionsSend = "sessions.send", Write, dedupes, SessionsSendParams => ChatSendResult;
     /// Sets or clears (null) a session's label and model override.
     SessionsPatch = "sessions.patch", Write, mutates, SessionsPatchParams => SessionsPatchResult;
     /// Starts a new session id; the old transcript is kept.
