@@ -175,8 +175,8 @@ impl Blocks {
                 *i = v.to_owned();
             }
             if let Some(v) = name.filter(|v| !v.is_empty()) {
-                // Some servers send the name in pieces, like the arguments.
-                n.push_str(v);
+                // Some servers repeat the name in every piece: replace, never append.
+                *n = v.to_owned();
             }
             args.push_str(args_piece);
         }
