@@ -584,8 +584,8 @@ impl Config {
         self.gateway.port.unwrap_or_else(|| profile.default_port())
     }
 
-    /// The effective config as TOML, secrets masked, every key present.
-    pub fn to_masked_toml(&self, profile: &Profile) -> String {
+    /// The effective config with every secret replaced by `********` and the port filled in.
+    pub fn masked(&self, profile: &Profile) -> Config {
         let mut shown = self.clone();
         shown.gateway.port = Some(self.port(profile));
         let mask = |s: &mut Option<String>| {
@@ -598,7 +598,13 @@ impl Config {
         for p in shown.models.providers.values_mut() {
             mask(&mut p.api_key);
         }
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        shown
+    }
+
+    /// The effective config as TOML, secrets masked, every key present.
+    pub fn to_masked_toml(&self, profile: &Profile) -> String {
+        toml::to_string(&self.masked(profile))
+            .unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 

@@ -5,6 +5,7 @@
 //! store ([`molt_store`]). The lifecycle (signals, admission, sd_notify) wraps the whole and
 //! lives in this file; it drives every subsystem through one list ([`subsystem`]).
 
+pub mod agent;
 mod app;
 pub mod executor;
 pub mod handover;
@@ -205,6 +206,33 @@ fn auth_policy(config: &Config, state_dir: &std::path::Path) -> Result<AuthPolic
     })
 }
 
+/// A config file that holds a model key must be the owner's alone: the gateway refuses to
+/// start otherwise, so a key is never served from a world-readable file.
+fn check_config_secrecy(config: &Config, path: &std::path::Path) -> Result<(), GatewayError> {
+    use std::os::unix::fs::PermissionsExt;
+    let holds_key = config
+        .models
+        .providers
+        .values()
+        .any(|p| p.api_key.is_some());
+    if !holds_key {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .map_err(|e| GatewayError::config(format!("cannot read {}: {e}", path.display())))?;
+    if mode & 0o077 != 0 {
+        return Err(GatewayError::config(format!(
+            "{} holds a model API key but is readable by others (mode {:o}); run `chmod 600 {}`, \
+             or move the key to the environment with api_key_env",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The profile's generated token: read it, or create it (256 bits, 0600) on first start.
 /// The state lock is held, so no other gateway of this profile creates one at the same time.
 fn load_or_create_token(state_dir: &std::path::Path) -> Result<String, GatewayError> {
@@ -302,6 +330,7 @@ async fn serve(
         }
         None => bind(addr)?,
     };
+    check_config_secrecy(&opts.config, &opts.config_path)?;
     let auth = auth_policy(&opts.config, &opts.state_dir)?;
     let pending = pending::Pending::new(pending::Limits::new(g, nofile));
     let limits = pending.limits();
@@ -334,11 +363,33 @@ async fn serve(
         http_connections: tokio::sync::watch::Sender::new(0),
         pending,
     });
+    let agent = agent::Agent::new(
+        app.clone(),
+        store.clone(),
+        boot,
+        agent::AgentEnv {
+            agents: opts.config.agents.clone(),
+            models: opts.config.models.clone(),
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            data_dir: opts.share_dir.clone(),
+            profile: opts.profile.name().map(str::to_owned),
+        },
+    );
+    let masked = opts.config.masked(&opts.profile);
+    let config_view = Arc::new(methods::ConfigView {
+        path: opts.config_path.display().to_string(),
+        exists: opts.config_path.exists(),
+        raw: opts.config.to_masked_toml(&opts.profile),
+        config: serde_json::to_value(&masked).unwrap_or_default(),
+    });
     // Every long-lived part of the gateway, in start order. Stop and handover drive them
     // through this list only.
-    let subsystems = Arc::new(Subsystems::new(
-        vec![executor.clone() as Arc<dyn Subsystem>],
-    ));
+    let subsystems = Arc::new(Subsystems::new(vec![
+        executor.clone() as Arc<dyn Subsystem>,
+        agent.clone() as Arc<dyn Subsystem>,
+    ]));
     let handover = Arc::new(Handover::new(
         app.clone(),
         notifier.clone(),
@@ -365,6 +416,8 @@ async fn serve(
         runs: executor,
         handover: handover.clone(),
         updates: updates.clone(),
+        agent,
+        config: config_view,
     }));
     let lives = Lives {
         app: app.clone(),

@@ -32,6 +32,19 @@ pub struct Caller {
     /// The connection's writer: a method that answers twice (`agent`) sends its later
     /// answer here, with the same request id.
     pub out: tokio::sync::mpsc::Sender<crate::app::Outbound>,
+    /// Fired once the answer to this request is queued on the connection (see
+    /// [`Caller::after_answer`]).
+    pub answered: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl Caller {
+    /// Resolves once this request's answer is queued, so a later answer on the same request
+    /// id (`agent`'s final) can never overtake the first.
+    pub fn after_answer(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
 }
 
 /// A handler of method `M` with state `S`: any `async fn(Arc<S>, Caller, M::Params) ->
@@ -124,13 +137,27 @@ impl Router {
         self.routes.iter().map(|r| &r.info)
     }
 
-    /// Answers one request.
-    pub async fn dispatch(&self, app: &App, caller: &Caller, req: RequestFrame) -> ResponseFrame {
+    /// Answers one request. The sender, if any, is to be fired once the answer is queued.
+    pub async fn dispatch(
+        &self,
+        app: &App,
+        caller: &Caller,
+        req: RequestFrame,
+    ) -> (ResponseFrame, Option<tokio::sync::oneshot::Sender<()>>) {
         let id = req.id.clone();
-        match self.answer(app, caller, req).await {
+        let mut caller = caller.clone();
+        caller.request_id = req.id.clone();
+        caller.answered = Arc::new(std::sync::Mutex::new(None));
+        let frame = match self.answer(app, &caller, req).await {
             Ok(v) => ResponseFrame::ok(id, v),
             Err(e) => ResponseFrame::err(id, e),
-        }
+        };
+        let then = caller
+            .answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        (frame, then)
     }
 
     async fn answer(
@@ -187,9 +214,7 @@ impl Router {
             }
         }
         let params = req.params.unwrap_or_else(|| json!({}));
-        let mut caller = caller.clone();
-        caller.request_id = req.id.clone();
-        let result = (route.handler)(caller, params).await?;
+        let result = (route.handler)(caller.clone(), params).await?;
         if let Some(k) = key {
             let (m, text) = (info.name, result.to_string());
             if let Err(e) = app

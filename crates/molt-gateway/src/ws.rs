@@ -202,6 +202,7 @@ async fn serve_session(
         scopes: session.scopes.clone(),
         request_id: String::new(),
         out: tx.clone(),
+        answered: Default::default(),
     };
     loop {
         // Checked between requests, so a response in progress (say, to the restart request
@@ -229,12 +230,15 @@ async fn serve_session(
             _ = lifecycle.changed() => continue,
             incoming = next_text(stream) => match incoming {
                 Incoming::Text(text) => {
-                    let res = match molt_protocol::frame::parse_request(&text) {
+                    let (res, then) = match molt_protocol::frame::parse_request(&text) {
                         Ok(req) => methods.dispatch(app, &caller, req).await,
-                        Err(e) => ResponseFrame::err(e.id.unwrap_or_else(|| "invalid".into()), ErrorShape::invalid(e.message)),
+                        Err(e) => (ResponseFrame::err(e.id.unwrap_or_else(|| "invalid".into()), ErrorShape::invalid(e.message)), None),
                     };
                     if tx.send(Outbound::Text(res.to_text())).await.is_err() {
                         return;
+                    }
+                    if let Some(then) = then {
+                        let _ = then.send(());
                     }
                 }
                 Incoming::Binary => {

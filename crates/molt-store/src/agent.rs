@@ -269,7 +269,9 @@ fn message_from_parts(
 
 fn turn_tx(tx: &rusqlite::Connection, run_id: &str) -> Result<Option<TurnRecord>> {
     tx.query_row(
-        &format!("SELECT {TURN_COLUMNS} FROM turns t JOIN runs r ON r.id = t.run_id WHERE t.run_id = ?1"),
+        &format!(
+            "SELECT {TURN_COLUMNS} FROM turns t JOIN runs r ON r.id = t.run_id WHERE t.run_id = ?1"
+        ),
         [run_id],
         turn_from_row,
     )
@@ -358,7 +360,9 @@ fn take_inputs(tx: &Transaction<'_>, run: &RunId, key: &str) -> Result<Vec<Store
             )
             .ctx("preparing inputs")?;
         let rows = stmt
-            .query_map([&run.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map([&run.0], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .ctx("reading inputs")?;
         let mut v = Vec::new();
         for row in rows {
@@ -491,8 +495,8 @@ impl Store {
             )
             .ctx("setting model")?;
         }
-        let s = get_session_tx(&tx, key)?
-            .ok_or_else(|| StoreError::NoSuchSession(key.to_owned()))?;
+        let s =
+            get_session_tx(&tx, key)?.ok_or_else(|| StoreError::NoSuchSession(key.to_owned()))?;
         tx.commit().ctx("committing patch")?;
         Ok(s)
     }
@@ -519,8 +523,8 @@ impl Store {
             kind: "reset".into(),
         });
         let m = append_tx(&tx, key, None, &marker)?;
-        let s = get_session_tx(&tx, key)?
-            .ok_or_else(|| StoreError::NoSuchSession(key.to_owned()))?;
+        let s =
+            get_session_tx(&tx, key)?.ok_or_else(|| StoreError::NoSuchSession(key.to_owned()))?;
         tx.commit().ctx("committing reset")?;
         Ok((s, m))
     }
@@ -830,7 +834,9 @@ impl Store {
             )));
         }
         let Message::Assistant(a) = answer else {
-            return Err(StoreError::Corrupt("a model step must answer as the assistant".into()));
+            return Err(StoreError::Corrupt(
+                "a model step must answer as the assistant".into(),
+            ));
         };
         let (key, usage): (String, Option<String>) = tx
             .query_row(
@@ -987,7 +993,15 @@ impl Store {
         } else {
             (RunState::Failed, "error")
         };
-        close_turn(&tx, run, state, Some(error), Some(error_kind), Some(stop), None)?;
+        close_turn(
+            &tx,
+            run,
+            state,
+            Some(error),
+            Some(error_kind),
+            Some(stop),
+            None,
+        )?;
         tx.commit().ctx("committing turn failure")?;
         Ok(moved)
     }

@@ -332,7 +332,8 @@ mod agent_turns {
         let (_d, mut s) = temp_store();
         let boot = s.begin_boot(1, "v", "b").unwrap();
         assert_eq!(
-            s.submit_turn(&turn("r1", "hello", QueueMode::Steer)).unwrap(),
+            s.submit_turn(&turn("r1", "hello", QueueMode::Steer))
+                .unwrap(),
             Submitted::Queued
         );
         // Not in the transcript until its first model step starts.

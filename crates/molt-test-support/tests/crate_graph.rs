@@ -18,7 +18,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 /// Workspace crates that exist only for tests and benches: they may depend on anything.
-const TEST_ONLY: &[&str] = &["molt-bench", "molt-test-support"];
+const TEST_ONLY: &[&str] = &["molt-bench", "molt-fake-model", "molt-test-support"];
 /// What a pure protocol crate must not pull in: a runtime, a database, an HTTP client.
 const NOT_IN_PROTOCOL: &[&str] = &["tokio", "rusqlite", "reqwest"];
 

@@ -43,7 +43,11 @@ impl Sink {
             }
             Lifecycle::HandingOver => {
                 self.pending.send_modify(|n| *n += 1);
-                if self.relay.send((relay_tag(audience, event), payload)).is_err() {
+                if self
+                    .relay
+                    .send((relay_tag(audience, event), payload))
+                    .is_err()
+                {
                     self.pending.send_modify(|n| *n = n.saturating_sub(1));
                 }
             }
@@ -209,12 +213,8 @@ pub fn publish_message(sink: &Sink, key: &str, agent_id: &str, m: &StoredMessage
     if matches!(m.message, Message::ToolResult(_)) {
         return;
     }
-    let view = molt_protocol::methods::chat::message_view(
-        &m.message,
-        m.id,
-        m.seq,
-        m.run_id.as_deref(),
-    );
+    let view =
+        molt_protocol::methods::chat::message_view(&m.message, m.id, m.seq, m.run_id.as_deref());
     sink.publish(
         Audience::SessionMessages(key),
         "session.message",

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use molt_config::{AgentProfile, AgentsConfig, ModelConfig, ModelRef, ModelsConfig};
 use molt_model::Provider;
-use molt_store::{Boot, NewTurn, RunId, Submitted, TurnRecord};
+use molt_store::{Boot, NewTurn, Submitted, TurnRecord};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
@@ -263,12 +263,7 @@ impl Agent {
         let mut ended = self.ended.subscribe();
         loop {
             let rid = id.to_owned();
-            let t = self
-                .store
-                .call(move |s| s.turn(&rid))
-                .await
-                .ok()
-                .flatten();
+            let t = self.store.call(move |s| s.turn(&rid)).await.ok().flatten();
             match t {
                 Some(t) if t.state.is_terminal() => return Some(t),
                 None => return None,
@@ -337,11 +332,7 @@ impl Agent {
     async fn write_relay(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(String, Value)>) {
         while let Some((tag, payload)) = rx.recv().await {
             let text = payload.to_string();
-            if let Err(e) = self
-                .store
-                .call(move |s| s.relay_event(&tag, &text))
-                .await
-            {
+            if let Err(e) = self.store.call(move |s| s.relay_event(&tag, &text)).await {
                 tracing::warn!(error = %e, "cannot relay an event to the successor");
             }
             self.relay_pending.send_modify(|n| *n = n.saturating_sub(1));

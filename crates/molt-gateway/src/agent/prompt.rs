@@ -16,7 +16,12 @@ pub const WORKSPACE_FILES: &[&str] = &[
 ];
 
 /// Builds the system prompt for one model call of `agent` in `session_key`.
-pub fn system_prompt(agent: &AgentProfile, session_key: &str, model: &str, tools: &[&str]) -> String {
+pub fn system_prompt(
+    agent: &AgentProfile,
+    session_key: &str,
+    model: &str,
+    tools: &[&str],
+) -> String {
     let mut out = String::new();
     out.push_str(
         "You are a personal assistant that runs inside molt, a gateway on the user's own \
@@ -43,7 +48,9 @@ pub fn system_prompt(agent: &AgentProfile, session_key: &str, model: &str, tools
         agent.prompt_total_max_chars,
     );
     if !files.is_empty() {
-        out.push_str("## Workspace files\nThese files are the user's notes for you. Follow them.\n\n");
+        out.push_str(
+            "## Workspace files\nThese files are the user's notes for you. Follow them.\n\n",
+        );
         out.push_str(&files);
     }
     out

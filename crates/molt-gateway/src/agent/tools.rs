@@ -181,8 +181,14 @@ async fn run_shell(
     let pid = child.id();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     for r in [
-        child.stdout.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
     ]
     .into_iter()
     .flatten()
@@ -202,7 +208,9 @@ async fn run_shell(
     let mut output = Vec::new();
     let mut truncated = false;
     let mut collect = |chunk: Vec<u8>, output: &mut Vec<u8>| {
-        let _ = ctx.output.send(String::from_utf8_lossy(&chunk).into_owned());
+        let _ = ctx
+            .output
+            .send(String::from_utf8_lossy(&chunk).into_owned());
         if output.len() + chunk.len() > OUTPUT_CAP {
             truncated = true;
             let room = OUTPUT_CAP.saturating_sub(output.len());
@@ -254,7 +262,10 @@ async fn run_shell(
             "failed",
             None,
             true,
-            Some(format!("timed out after {} s and was killed", timeout.as_secs())),
+            Some(format!(
+                "timed out after {} s and was killed",
+                timeout.as_secs()
+            )),
         ),
     };
     if let Some(n) = note {

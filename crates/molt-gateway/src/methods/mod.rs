@@ -3,7 +3,10 @@
 //! Adding a method: declare it in `molt_protocol::methods::<family>`, write its handler in
 //! the family's file here, and add one `.on::<M>(handler)` line to that file's `register`.
 
+mod agents;
+mod chat;
 mod devices;
+mod sessions;
 mod system;
 mod tasks;
 
@@ -15,6 +18,7 @@ use crate::handover::Handover;
 use crate::router::Router;
 use crate::update::Updates;
 
+pub use agents::ConfigView;
 pub use system::GatewayFacts;
 
 /// What the handlers work on.
@@ -24,6 +28,8 @@ pub struct Parts {
     pub runs: Arc<Executor>,
     pub handover: Arc<Handover>,
     pub updates: Arc<Updates>,
+    pub agent: Arc<crate::agent::Agent>,
+    pub config: Arc<ConfigView>,
 }
 
 /// The router of this gateway: every declared method, each with its handler.
@@ -33,5 +39,8 @@ pub fn router(parts: &Parts) -> Router {
     tasks::register(&mut r, &parts.runs);
     devices::register(&mut r, &parts.app);
     crate::update::register(&mut r, &parts.updates);
+    chat::register(&mut r, &parts.agent);
+    sessions::register(&mut r, &parts.agent);
+    agents::register(&mut r, &parts.agent, &parts.config);
     r
 }

@@ -358,12 +358,7 @@ pub struct AgentEvent {
 }
 
 /// A transcript message as clients see it: the message with `__openclaw` metadata.
-pub fn message_view(
-    message: &Message,
-    id: i64,
-    seq: i64,
-    run_id: Option<&str>,
-) -> Value {
+pub fn message_view(message: &Message, id: i64, seq: i64, run_id: Option<&str>) -> Value {
     let mut v = serde_json::to_value(message).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
         let mut meta = serde_json::Map::new();

@@ -5,9 +5,9 @@
 pub mod agents;
 pub mod chat;
 pub mod devices;
+pub mod sessions;
 pub mod system;
 pub mod tasks;
-pub mod sessions;
 pub mod update;
 
 use crate::method::MethodInfo;

@@ -1,0 +1,578 @@
+//! Driving one turn: start its next step, run it (a model call or a tool call), checkpoint
+//! it, and publish what happened, until the turn ends or this process must let go of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use molt_model::{CallRequest, ModelError, StreamEvent};
+use molt_protocol::methods::chat::ChatState;
+use molt_protocol::methods::tasks::StepSpec;
+use molt_protocol::transcript::{AssistantMessage, Message, TextBlock, ToolResultMessage};
+use molt_store::{RunId, StepRecord, StoreError, TurnProgress, TurnRecord};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::Agent;
+use super::events::Emitter;
+use super::tools::{Stop, ToolContext, ToolEnd};
+use crate::app::now_ms;
+
+/// How a model call ended.
+enum Called {
+    Answered(Result<AssistantMessage, ModelError>),
+    Cancelled,
+    Aborted,
+}
+
+/// How a step ended, from the driver's point of view.
+enum StepEnd {
+    /// Checkpointed; the turn goes on.
+    Continue,
+    /// The turn ended (answered, failed or cancelled) and its end was published.
+    TurnOver,
+    /// This process let the turn go (stop, handover); the next holder resumes the step.
+    Released,
+}
+
+impl Agent {
+    /// Drives a leased turn until it ends or must be released.
+    pub(super) async fn drive(self: &Arc<Self>, run: RunId) {
+        let cancel = self.track(&run.0);
+        if let Err(e) = self.drive_steps(&run, &cancel).await {
+            match e {
+                StoreError::LeaseLost { .. } => {
+                    tracing::warn!(run = %run, error = %e, "turn lost its lease; another process continues it")
+                }
+                e => {
+                    tracing::error!(run = %run, error = %e, "turn stopped on a store error; it resumes at the next start")
+                }
+            }
+        }
+        self.untrack(&run.0);
+    }
+
+    async fn drive_steps(self: &Arc<Self>, run: &RunId, cancel: &Notify) -> Result<(), StoreError> {
+        let boot = self.boot;
+        let rid = run.0.clone();
+        let (turn, session) = self
+            .store
+            .call(move |s| -> Result<_, StoreError> {
+                let t = s
+                    .turn(&rid)?
+                    .ok_or_else(|| StoreError::NoSuchRun(rid.clone()))?;
+                let sess = s.ensure_session(&t.session_key, &t.agent_id)?;
+                Ok((t, sess))
+            })
+            .await?;
+        let mut em = Emitter::new(
+            self.sink.clone(),
+            &turn.run_id,
+            &turn.session_key,
+            &turn.agent_id,
+            &session.session_id,
+            turn.event_seq,
+        );
+        loop {
+            let rid = run.clone();
+            let cancelled = self.store.call(move |s| s.cancel_requested(&rid)).await?;
+            if cancelled {
+                self.end_cancelled(run, None, &mut em).await?;
+                return Ok(());
+            }
+            if !*self.admitting.borrow() || *self.abort.borrow() {
+                return self
+                    .release(
+                        run,
+                        &em,
+                        "gateway stopping or handing over: step not started",
+                    )
+                    .await;
+            }
+            let rid = run.clone();
+            let Some((step, moved)) = self
+                .store
+                .call(move |s| s.start_turn_step(&rid, boot))
+                .await?
+            else {
+                return Ok(());
+            };
+            if step.index == 0 && step.attempts == 1 {
+                em.agent(
+                    "lifecycle",
+                    json!({"phase": "start", "startedAt": now_ms()}),
+                );
+                em.changed("start");
+            }
+            for m in &moved {
+                em.message(m);
+            }
+            let end = match &step.spec {
+                StepSpec::Model {} => self.model_step(run, &turn, &step, cancel, &mut em).await?,
+                StepSpec::Tool {
+                    call_id,
+                    name,
+                    arguments,
+                } => {
+                    self.tool_step(
+                        run,
+                        &turn,
+                        &step,
+                        (call_id, name, arguments),
+                        cancel,
+                        &mut em,
+                    )
+                    .await?
+                }
+                StepSpec::Exec(_) => {
+                    self.end_failed(run, &step, "an exec step in a turn", "unknown", &mut em)
+                        .await?;
+                    StepEnd::TurnOver
+                }
+            };
+            match end {
+                StepEnd::Continue => {}
+                StepEnd::TurnOver | StepEnd::Released => return Ok(()),
+            }
+        }
+    }
+
+    async fn model_step(
+        self: &Arc<Self>,
+        run: &RunId,
+        turn: &TurnRecord,
+        step: &StepRecord,
+        cancel: &Notify,
+        em: &mut Emitter,
+    ) -> Result<StepEnd, StoreError> {
+        let Some(agent) = self.profile(&turn.agent_id) else {
+            let msg = format!(
+                "agent {:?} is not configured: add an [agents.{}] table or use \"main\"",
+                turn.agent_id, turn.agent_id
+            );
+            self.end_failed(run, step, &msg, "unknown", em).await?;
+            return Ok(StepEnd::TurnOver);
+        };
+        let model_steps = step.index / 2 + 1;
+        if step.index >= agent.max_steps {
+            let msg = format!(
+                "the turn reached its limit of {} steps (agents.<id>.max_steps) after {model_steps} model calls",
+                agent.max_steps
+            );
+            self.end_failed(run, step, &msg, "unknown", em).await?;
+            return Ok(StepEnd::TurnOver);
+        }
+        let key = turn.session_key.clone();
+        let (session, transcript) = self
+            .store
+            .call(move |s| -> Result<_, StoreError> { Ok((s.session(&key)?, s.transcript(&key)?)) })
+            .await?;
+        let model = match self.model_for(&agent, session.as_ref().and_then(|s| s.model.as_deref()))
+        {
+            Ok(m) => m,
+            Err(msg) => {
+                self.end_failed(run, step, &msg, "unknown", em).await?;
+                return Ok(StepEnd::TurnOver);
+            }
+        };
+        let _ = std::fs::create_dir_all(&agent.workspace);
+        let specs = self.tools.specs();
+        let system = super::prompt::system_prompt(
+            &agent,
+            &turn.session_key,
+            &model.reference.to_string(),
+            &self.tools.names(),
+        );
+        em.chat(ChatState::Status {
+            phase: "starting_model".into(),
+        });
+        em.agent(
+            "lifecycle",
+            json!({"phase": "model", "provider": model.reference.provider, "model": model.reference.model}),
+        );
+        em.changed("model");
+        let request = CallRequest {
+            model: &model.config.id,
+            max_tokens: model.config.max_tokens,
+            system: &system,
+            messages: &transcript,
+            tools: &specs,
+        };
+        let mut text = String::new();
+        let item = step.index;
+        let result = {
+            let mut on_event = |e: StreamEvent| match e {
+                StreamEvent::TextDelta(d) => {
+                    text.push_str(&d);
+                    em.delta(&d, &text, item);
+                }
+                StreamEvent::Retrying {
+                    attempt,
+                    max_retries,
+                    delay_ms,
+                    reason,
+                } => em.agent(
+                    "run_status",
+                    json!({
+                        "phase": "starting_model", "reason": "provider_retry",
+                        "attempt": attempt, "maxAttempts": max_retries + 1,
+                        "retryAttempt": attempt, "maxRetries": max_retries,
+                        "delayMs": delay_ms, "message": reason,
+                    }),
+                ),
+                StreamEvent::Usage(u) => em.agent("usage", json!({"outputTokens": u.output})),
+                StreamEvent::ToolCallStarted { .. } => {}
+            };
+            let mut abort = self.abort.subscribe();
+            tokio::select! {
+                r = model.provider.stream(&request, &mut on_event) => Called::Answered(r),
+                _ = cancel.notified() => Called::Cancelled,
+                _ = abort.wait_for(|a| *a) => Called::Aborted,
+            }
+        };
+        let answer = match result {
+            Called::Aborted => {
+                self.release(
+                    run,
+                    em,
+                    "interrupted: the gateway stopped mid-stream; the model call is issued again",
+                )
+                .await?;
+                return Ok(StepEnd::Released);
+            }
+            Called::Cancelled => {
+                self.end_cancelled(run, Some(step.index), em).await?;
+                return Ok(StepEnd::TurnOver);
+            }
+            Called::Answered(Err(e)) => {
+                self.end_model_error(run, step, &e, &model.reference, em)
+                    .await?;
+                return Ok(StepEnd::TurnOver);
+            }
+            Called::Answered(Ok(a)) => a,
+        };
+        let message = Message::Assistant(answer.clone());
+        let (rid, index, boot, seq) = (run.clone(), step.index, self.boot, em.seq());
+        let (stored, progress) = self
+            .store
+            .call(move |s| s.finish_model_step(&rid, index, boot, &message, seq))
+            .await?;
+        em.message(&stored);
+        match progress {
+            TurnProgress::Continues => Ok(StepEnd::Continue),
+            TurnProgress::Finished => {
+                self.end_answered(run, answer, em).await;
+                Ok(StepEnd::TurnOver)
+            }
+        }
+    }
+
+    async fn tool_step(
+        self: &Arc<Self>,
+        run: &RunId,
+        turn: &TurnRecord,
+        step: &StepRecord,
+        (call_id, name, args): (&String, &String, &Value),
+        cancel: &Notify,
+        em: &mut Emitter,
+    ) -> Result<StepEnd, StoreError> {
+        let started = now_ms();
+        let title = match args.get("command").and_then(Value::as_str) {
+            Some(c) => format!("{} {}", capitalize(name), first_line(c, 80)),
+            None => capitalize(name),
+        };
+        em.agent(
+            "item",
+            json!({
+                "itemId": format!("tool:{call_id}"), "toolCallId": call_id, "name": name,
+                "kind": "tool", "phase": "start", "title": title, "status": "running",
+                "startedAt": started, "attempt": step.attempts,
+            }),
+        );
+        em.agent(
+            "tool",
+            json!({"phase": "start", "name": name, "toolCallId": call_id, "args": args}),
+        );
+        let workspace = self
+            .profile(&turn.agent_id)
+            .map(|a| (a.workspace, a.exec_timeout_ms))
+            .unwrap_or_else(|| (self.env.data_dir.join("workspace"), 120_000));
+        let _ = std::fs::create_dir_all(&workspace.0);
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let mut env = vec![
+            ("MOLT_RUN_ID", run.0.clone()),
+            ("MOLT_STEP_INDEX", step.index.to_string()),
+            ("MOLT_STEP_ATTEMPT", step.attempts.to_string()),
+            ("MOLT_EFFECT_KEY", step.effect_key.clone()),
+            ("MOLT_TOOL_CALL_ID", call_id.clone()),
+        ];
+        if let Some(p) = &self.env.profile {
+            env.push(("MOLT_PROFILE", p.clone()));
+        }
+        let ctx = ToolContext {
+            workspace: workspace.0.clone(),
+            timeout: Duration::from_millis(workspace.1),
+            env,
+            output: out_tx,
+        };
+        let end = match self.tools.get(name) {
+            None => ToolEnd::Done {
+                text: format!(
+                    "there is no tool named {name:?}; available: {}",
+                    self.tools.names().join(", ")
+                ),
+                details: json!({"status": "failed"}),
+                is_error: true,
+            },
+            Some(tool) => {
+                let mut abort = self.abort.subscribe();
+                let stop = Box::pin(async move {
+                    tokio::select! {
+                        _ = cancel.notified() => Stop::Cancel,
+                        _ = abort.wait_for(|a| *a) => Stop::Abort,
+                    }
+                });
+                let fut = tool.run(&ctx, args, stop);
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        end = &mut fut => break end,
+                        Some(chunk) = out_rx.recv() => em.agent("command_output", json!({
+                            "itemId": format!("command:{call_id}"), "toolCallId": call_id,
+                            "name": name, "phase": "delta", "output": chunk,
+                        })),
+                    }
+                }
+            }
+        };
+        drop(ctx);
+        while let Ok(chunk) = out_rx.try_recv() {
+            em.agent(
+                "command_output",
+                json!({"itemId": format!("command:{call_id}"), "toolCallId": call_id, "name": name, "phase": "delta", "output": chunk}),
+            );
+        }
+        let (text, details, is_error) = match end {
+            ToolEnd::Stopped(Stop::Cancel) => {
+                self.end_cancelled(run, Some(step.index), em).await?;
+                return Ok(StepEnd::TurnOver);
+            }
+            ToolEnd::Stopped(Stop::Abort) => {
+                self.release(run, em, "interrupted: the gateway stopped during a tool call; it runs again with its effect key").await?;
+                return Ok(StepEnd::Released);
+            }
+            ToolEnd::Done {
+                text,
+                details,
+                is_error,
+            } => (text, details, is_error),
+        };
+        let status = if is_error { "failed" } else { "completed" };
+        em.agent(
+            "command_output",
+            json!({
+                "itemId": format!("command:{call_id}"), "toolCallId": call_id, "name": name,
+                "phase": "end", "status": status, "exitCode": details.get("exitCode"),
+                "durationMs": details.get("durationMs"), "cwd": details.get("cwd"),
+            }),
+        );
+        em.agent(
+            "item",
+            json!({
+                "itemId": format!("tool:{call_id}"), "toolCallId": call_id, "name": name,
+                "kind": "tool", "phase": "end", "title": title, "status": status,
+                "startedAt": started, "endedAt": now_ms(),
+            }),
+        );
+        em.agent(
+            "tool",
+            json!({
+                "phase": "result", "name": name, "toolCallId": call_id, "isError": is_error,
+                "result": {"content": [{"type": "text", "text": text}], "details": details},
+            }),
+        );
+        let result = Message::ToolResult(ToolResultMessage {
+            tool_call_id: call_id.clone(),
+            tool_name: name.clone(),
+            content: vec![TextBlock { text }],
+            details,
+            is_error,
+            timestamp: now_ms() as i64,
+        });
+        let (rid, index, boot, seq) = (run.clone(), step.index, self.boot, em.seq());
+        self.store
+            .call(move |s| s.finish_tool_step(&rid, index, boot, &result, seq))
+            .await?;
+        Ok(StepEnd::Continue)
+    }
+
+    /// Gives the turn back to the queue at this boundary; its next holder resumes it.
+    async fn release(&self, run: &RunId, em: &Emitter, why: &str) -> Result<(), StoreError> {
+        let (rid, boot, seq, why_s) = (run.clone(), self.boot, em.seq(), why.to_owned());
+        self.store
+            .call(move |s| -> Result<(), StoreError> {
+                s.note_event_seq(&rid, seq)?;
+                s.release_run(&rid, boot, &why_s)
+            })
+            .await?;
+        tracing::info!(run = %run, why, "turn released");
+        Ok(())
+    }
+
+    async fn end_answered(&self, run: &RunId, answer: AssistantMessage, em: &mut Emitter) {
+        let rid = run.0.clone();
+        let total = self
+            .store
+            .call(move |s| s.turn(&rid))
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.usage);
+        let stop = answer.stop_reason.as_str().to_owned();
+        let text = answer.text();
+        em.agent(
+            "lifecycle",
+            json!({
+                "phase": "end", "endedAt": now_ms(), "stopReason": stop, "aborted": false,
+                "livenessState": "settled", "executionSettled": true,
+                "terminalReply": {"disposition": "visible", "text": text},
+            }),
+        );
+        em.chat(ChatState::Final {
+            message: Some(answer),
+            usage: total,
+            stop_reason: Some(stop),
+        });
+        em.changed("end");
+        let _ = self.ended.send(run.0.clone());
+    }
+
+    async fn end_model_error(
+        &self,
+        run: &RunId,
+        step: &StepRecord,
+        e: &ModelError,
+        model: &molt_config::ModelRef,
+        em: &mut Emitter,
+    ) -> Result<(), StoreError> {
+        let kind = e.kind.error_kind();
+        let message = match e.kind {
+            molt_model::ModelErrorKind::ContextLength => format!(
+                "Context overflow: the conversation is too long for {model}. Start a new \
+                 session (/new) or reset this one (/reset). ({})",
+                e.message
+            ),
+            _ => format!("The model call failed: {}", e.message),
+        };
+        let detail = json!({
+            "provider": model.provider, "model": model.model,
+            "httpStatus": e.http_status,
+            "failoverReason": if kind == "context_length" { "context_overflow" } else { kind },
+        });
+        self.record_failure(run, Some(step.index), &message, kind, em)
+            .await?;
+        em.agent(
+            "lifecycle",
+            json!({"phase": "error", "error": message, "endedAt": now_ms()}),
+        );
+        em.chat(ChatState::Error {
+            error_message: message,
+            error_kind: kind.into(),
+            error_detail: Some(detail),
+        });
+        em.changed("end");
+        let _ = self.ended.send(run.0.clone());
+        Ok(())
+    }
+
+    async fn end_failed(
+        &self,
+        run: &RunId,
+        step: &StepRecord,
+        message: &str,
+        kind: &str,
+        em: &mut Emitter,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(run = %run, "{message}");
+        self.record_failure(run, Some(step.index), message, kind, em)
+            .await?;
+        em.agent(
+            "lifecycle",
+            json!({"phase": "error", "error": message, "endedAt": now_ms()}),
+        );
+        em.chat(ChatState::Error {
+            error_message: message.to_owned(),
+            error_kind: kind.to_owned(),
+            error_detail: None,
+        });
+        em.changed("end");
+        let _ = self.ended.send(run.0.clone());
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        run: &RunId,
+        index: Option<u32>,
+        message: &str,
+        kind: &str,
+        em: &mut Emitter,
+    ) -> Result<(), StoreError> {
+        let (rid, boot, seq, m, k) = (
+            run.clone(),
+            self.boot,
+            em.seq() + 2,
+            message.to_owned(),
+            kind.to_owned(),
+        );
+        let moved = self
+            .store
+            .call(move |s| s.fail_turn(&rid, index, boot, false, &m, &k, seq))
+            .await?;
+        for m in &moved {
+            em.message(m);
+        }
+        Ok(())
+    }
+
+    async fn end_cancelled(
+        &self,
+        run: &RunId,
+        index: Option<u32>,
+        em: &mut Emitter,
+    ) -> Result<(), StoreError> {
+        let (rid, boot, seq) = (run.clone(), self.boot, em.seq() + 2);
+        let moved = self
+            .store
+            .call(move |s| s.fail_turn(&rid, index, boot, true, "aborted", "aborted", seq))
+            .await?;
+        for m in &moved {
+            em.message(m);
+        }
+        em.agent(
+            "lifecycle",
+            json!({
+                "phase": "end", "status": "cancelled", "aborted": true, "stopReason": "rpc",
+                "endedAt": now_ms(),
+            }),
+        );
+        em.chat(ChatState::Aborted {
+            stop_reason: Some("rpc".into()),
+        });
+        em.changed("end");
+        let _ = self.ended.send(run.0.clone());
+        Ok(())
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn first_line(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    line.chars().take(max).collect()
+}
