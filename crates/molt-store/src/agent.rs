@@ -1086,8 +1086,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest relayed event's id (0 when none), and drops those older than `keep_ms`.
-    pub fn relay_head(&mut self, keep_ms: i64) -> Result<i64> {
+    /// Where a process that started at `started_at_ms` begins reading relayed events: after
+    /// the newest one written before it started (0 when none). Drops events older than
+    /// `keep_ms`.
+    pub fn relay_cursor(&mut self, started_at_ms: i64, keep_ms: i64) -> Result<i64> {
         self.conn
             .execute(
                 "DELETE FROM relay_events WHERE created_at_ms < ?1",
@@ -1095,9 +1097,11 @@ impl Store {
             )
             .ctx("pruning relayed events")?;
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM relay_events", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM relay_events WHERE created_at_ms < ?1",
+                [started_at_ms],
+                |r| r.get(0),
+            )
             .ctx("reading relay head")
     }
 

@@ -230,3 +230,325 @@ fn a_tool_call_runs_once_and_the_final_reply_comes_from_the_second_call() {
         .expect("the second call carries the tool result");
     assert_eq!(tool_msg["tool_call_id"], "call_1");
 }
+
+/// Connects, retrying until `within` passes (a successor may be taking over).
+async fn connect_within(home: &Home, within: Duration) -> Client {
+    let deadline = Instant::now() + within;
+    loop {
+        match Client::connect(home.client_options()).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot connect within {within:?}: {e}"),
+        }
+    }
+}
+
+fn turn_state(home: &Home, run: &str) -> Value {
+    rt().block_on(async {
+        let mut c = connect_within(home, Duration::from_secs(10)).await;
+        c.call("agent.wait", Some(json!({"runId": run, "timeoutMs": 0})))
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_handover_mid_stream_finishes_the_turn_once_and_the_reconnected_client_sees_it() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let _gw = home.start();
+    let chunks: Vec<String> = (0..20).map(|i| format!("c{i:02} ")).collect();
+    let full: String = chunks.concat();
+    fake.push(Reply::text_chunks(chunks.clone()).interval(Duration::from_millis(100)));
+    let old_pid = readyz_pid(home.port).unwrap();
+    let (fin, gap, deltas_after) = rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        c.call(
+            "chat.send",
+            Some(json!({"sessionKey": "main", "message": "stream", "idempotencyKey": "ho-1"})),
+        )
+        .await
+        .unwrap();
+        let mut last_delta: Option<Instant> = None;
+        let mut longest = Duration::ZERO;
+        let mut hup_sent = false;
+        let mut deltas_after = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no final within 30 s");
+            if !hup_sent && fake.chunks_sent() >= 6 {
+                // The 5th text chunk is out (the first chunk is the role).
+                unsafe { libc::kill(old_pid as i32, libc::SIGHUP) };
+                hup_sent = true;
+            }
+            let next = tokio::time::timeout(Duration::from_millis(50), c.next_event()).await;
+            let (name, p) = match next {
+                Err(_) => continue,
+                Ok(Ok(e)) => e,
+                Ok(Err(_)) => {
+                    c = connect_within(&home, Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            if p["runId"] != "ho-1" || name != "chat" {
+                continue;
+            }
+            match p["state"].as_str() {
+                Some("delta") => {
+                    if let Some(t) = last_delta {
+                        longest = longest.max(t.elapsed());
+                    }
+                    last_delta = Some(Instant::now());
+                    if hup_sent {
+                        deltas_after += 1;
+                    }
+                }
+                Some("final") => return (p, longest, deltas_after),
+                Some("status") => {}
+                Some(other) => panic!("turn ended {other}: {p}"),
+                None => {}
+            }
+        }
+    });
+    println!(
+        "handover mid-stream: longest gap between deltas seen by the client: {gap:?}; deltas after SIGHUP: {deltas_after}"
+    );
+    assert_eq!(fin["message"]["content"][0]["text"], full.as_str());
+    assert!(deltas_after > 0, "deltas keep coming through the successor");
+    assert_ne!(readyz_pid(home.port), Some(old_pid), "a successor serves");
+    assert_eq!(
+        fake.request_count(),
+        1,
+        "the stream was not requested again"
+    );
+    let h = rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        c.call("chat.history", Some(json!({"sessionKey": "main"})))
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        roles(&h),
+        ["user", "assistant"],
+        "exactly one assistant message"
+    );
+    assert_eq!(h["messages"][1]["content"][0]["text"], full.as_str());
+}
+
+#[test]
+fn kill_9_after_a_finished_tool_call_resumes_without_running_it_again() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let mut gw = home.start();
+    let marker = home.path().join("tool-marker");
+    fake.push(Reply::tool_call(
+        "call_1",
+        "exec",
+        json!({"command": format!("echo \"attempt $MOLT_STEP_ATTEMPT key $MOLT_EFFECT_KEY\" >> {}", marker.display())}),
+    ));
+    // The second call streams slowly; it is killed in the middle.
+    fake.push(
+        Reply::text_chunks((0..40).map(|i| format!("x{i} "))).interval(Duration::from_millis(100)),
+    );
+    fake.push(Reply::text("after the crash"));
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        c.call(
+            "chat.send",
+            Some(json!({"sessionKey": "main", "message": "go", "idempotencyKey": "k9"})),
+        )
+        .await
+        .unwrap();
+    });
+    let before = fake.chunks_sent();
+    wait_for(
+        "the second model call streams",
+        Duration::from_secs(20),
+        || (fake.request_count() == 2 && fake.chunks_sent() > before + 3).then_some(()),
+    );
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(Duration::from_secs(5));
+    let _gw2 = home.start();
+    wait_for(
+        "the turn completes after the restart",
+        Duration::from_secs(30),
+        || (turn_state(&home, "k9")["status"] == "ok").then_some(()),
+    );
+    let t = turn_state(&home, "k9");
+    assert_eq!(t["terminalReply"]["text"], "after the crash");
+    let lines = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        lines, "attempt 1 key k9:1\n",
+        "the finished tool call never ran again"
+    );
+    assert_eq!(
+        fake.request_count(),
+        3,
+        "only the interrupted model call was asked again"
+    );
+    let h = rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        c.call("chat.history", Some(json!({"sessionKey": "main"})))
+            .await
+            .unwrap()
+    });
+    assert_eq!(roles(&h), ["user", "assistant", "toolResult", "assistant"]);
+}
+
+#[test]
+fn kill_9_during_a_tool_call_runs_it_again_as_attempt_2_with_its_effect_key() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let mut gw = home.start();
+    let marker = home.path().join("attempts");
+    let cmd = format!(
+        "echo \"$MOLT_STEP_ATTEMPT $MOLT_EFFECT_KEY\" >> {0}; if [ \"$MOLT_STEP_ATTEMPT\" = 1 ]; then sleep 30; fi; echo done",
+        marker.display()
+    );
+    fake.push(Reply::tool_call("call_1", "exec", json!({"command": cmd})));
+    fake.push(Reply::text("finished"));
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        c.call(
+            "chat.send",
+            Some(json!({"sessionKey": "main", "message": "go", "idempotencyKey": "k9t"})),
+        )
+        .await
+        .unwrap();
+    });
+    wait_for("the tool runs", Duration::from_secs(20), || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(Duration::from_secs(5));
+    let _gw2 = home.start();
+    wait_for(
+        "the turn completes after the restart",
+        Duration::from_secs(30),
+        || (turn_state(&home, "k9t")["status"] == "ok").then_some(()),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "1 k9t:1\n2 k9t:1\n",
+        "the interrupted call ran again once, as attempt 2 with the same effect key"
+    );
+    assert_eq!(fake.request_count(), 2);
+}
+
+#[test]
+fn sigterm_with_three_streaming_turns_exits_in_budget_and_they_complete_after_restart() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = Home::new(
+        MOLT,
+        &config(&fake, "fake/fake-1", "").replace("stop_budget_ms = 4000", "stop_budget_ms = 2000"),
+    );
+    std::fs::set_permissions(home.config_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut gw = home.start();
+    for _ in 0..3 {
+        fake.push(
+            Reply::text_chunks((0..60).map(|i| format!("s{i} ")))
+                .interval(Duration::from_millis(100)),
+        );
+    }
+    fake.set_default(Reply::text("resumed"));
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        for i in 0..3 {
+            c.call(
+                "chat.send",
+                Some(json!({"sessionKey": format!("s{i}"), "message": "go", "idempotencyKey": format!("t{i}")})),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    wait_for("three streams", Duration::from_secs(20), || {
+        (fake.request_count() == 3 && fake.chunks_sent() > 12).then_some(())
+    });
+    gw.signal(libc::SIGTERM);
+    let (code, took) = gw.wait_exit(Duration::from_secs(10));
+    println!("SIGTERM with 3 streaming turns: exit {code:?} after {took:?}");
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let _gw2 = home.start();
+    for i in 0..3 {
+        wait_for(
+            "each turn completes after the restart",
+            Duration::from_secs(30),
+            || (turn_state(&home, &format!("t{i}"))["status"] == "ok").then_some(()),
+        );
+    }
+}
+
+#[test]
+fn faults_rate_limit_context_length_and_a_malformed_stream() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let _gw = home.start();
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+
+        fake.push(Reply::status(429).retry_after_secs(1));
+        fake.push(Reply::text("after the wait"));
+        let t0 = Instant::now();
+        let (fin, events) = chat(&mut c, "f1", "rl", "hi").await;
+        assert_eq!(fin["state"], "final", "{fin}");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(900),
+            "Retry-After is honoured"
+        );
+        assert!(events.iter().any(|(n, p)| n == "agent"
+            && p["stream"] == "run_status"
+            && p["data"]["delayMs"].as_u64().is_some_and(|d| d >= 1000)));
+
+        fake.push(Reply::context_length());
+        let (fin, _) = chat(&mut c, "f2", "cl", "hi").await;
+        assert_eq!(fin["state"], "error", "{fin}");
+        assert_eq!(fin["errorKind"], "context_length");
+
+        fake.push(Reply::malformed());
+        let (fin, _) = chat(&mut c, "f3", "mal", "hi").await;
+        assert_eq!(fin["state"], "error", "{fin}");
+        // The gateway still serves.
+        fake.push(Reply::text("still here"));
+        let (fin, _) = chat(&mut c, "f3", "mal-2", "again").await;
+        assert_eq!(fin["message"]["content"][0]["text"], "still here");
+
+        let cfg = c.call("config.get", Some(json!({}))).await.unwrap();
+        assert!(!cfg.to_string().contains(KEY), "config.get redacts the key");
+        assert_eq!(
+            cfg["config"]["models"]["providers"]["fake"]["api_key"],
+            "********"
+        );
+    });
+    // The key is nowhere but the config file: not in the log, the database or its WAL.
+    let mut places = vec![home.log_path()];
+    for e in std::fs::read_dir(home.state_dir()).unwrap() {
+        places.push(e.unwrap().path());
+    }
+    for p in places {
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            let found = bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes());
+            assert!(!found, "the API key leaked into {}", p.display());
+        }
+    }
+}
+
+#[test]
+fn a_config_holding_a_key_must_be_private() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = Home::new(MOLT, &config(&fake, "fake/fake-1", ""));
+    std::fs::set_permissions(home.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut gw = home.spawn(&[]);
+    let (code, _) = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(78));
+    let log = home.stderr_log();
+    assert!(log.contains("chmod 600"), "{log}");
+    assert!(!log.contains(KEY));
+}

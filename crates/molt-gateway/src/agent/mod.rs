@@ -341,7 +341,14 @@ impl Agent {
 
     /// Sends events a predecessor relayed, while it still holds turns.
     async fn read_relay(self: Arc<Self>) {
-        let mut cursor = match self.store.call(|s| s.relay_head(RELAY_KEEP_MS)).await {
+        // Events relayed since this process started are for it: a predecessor starts relaying
+        // only once this process is ready, which is after it started.
+        let started = self.app.started_at_ms as i64;
+        let mut cursor = match self
+            .store
+            .call(move |s| s.relay_cursor(started, RELAY_KEEP_MS))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event relay; relayed events are lost");
