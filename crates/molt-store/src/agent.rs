@@ -100,7 +100,7 @@ pub enum Submitted {
     /// It joins the active turn `into` at its next model call.
     Steered { into: String },
     /// A run with this id exists already; nothing was started.
-    Duplicate(TurnRecord),
+    Duplicate(Box<TurnRecord>),
 }
 
 /// What a finished model step leads to.
@@ -629,7 +629,7 @@ impl Store {
     pub fn submit_turn(&mut self, t: &NewTurn<'_>) -> Result<Submitted> {
         let tx = self.write_tx().ctx("starting submit_turn")?;
         if let Some(existing) = turn_tx(&tx, t.run_id)? {
-            return Ok(Submitted::Duplicate(existing));
+            return Ok(Submitted::Duplicate(Box::new(existing)));
         }
         let exists: bool = tx
             .query_row("SELECT 1 FROM runs WHERE id = ?1", [t.run_id], |_| Ok(true))

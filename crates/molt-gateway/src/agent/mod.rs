@@ -389,6 +389,23 @@ impl Agent {
         }
     }
 
+    /// Environment variables that hold secrets and must not reach a tool's command.
+    pub fn secret_env(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .env
+            .models
+            .providers
+            .values()
+            .filter_map(|p| p.api_key_env.clone())
+            .collect();
+        v.extend(
+            ["gateway.auth.token", "gateway.auth.password"]
+                .iter()
+                .map(|k| molt_config::env_var_for(k)),
+        );
+        v
+    }
+
     fn track(&self, id: &str) -> Arc<Notify> {
         let n = Arc::new(Notify::new());
         self.inflight

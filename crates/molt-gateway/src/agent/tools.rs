@@ -24,6 +24,9 @@ pub struct ToolContext {
     pub workspace: PathBuf,
     pub timeout: Duration,
     pub env: Vec<(&'static str, String)>,
+    /// Variables of the gateway's own environment that hold secrets (model keys, the
+    /// gateway's auth): removed, so a command cannot print them into a transcript.
+    pub scrub: Vec<String>,
     /// Output as it is produced (for `command_output` events).
     pub output: mpsc::UnboundedSender<String>,
 }
@@ -162,6 +165,11 @@ async fn run_shell(
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
+        .env_clear()
+        .envs(
+            std::env::vars_os()
+                .filter(|(k, _)| !k.to_str().is_some_and(|k| ctx.scrub.iter().any(|s| s == k))),
+        )
         .envs(ctx.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -17,7 +17,8 @@ use super::events::Emitter;
 use super::tools::{Stop, ToolContext, ToolEnd};
 use crate::app::now_ms;
 
-/// How a model call ended.
+/// How a model call ended. Lives on the stack for one match: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Called {
     Answered(Result<AssistantMessage, ModelError>),
     Cancelled,
@@ -152,11 +153,11 @@ impl Agent {
             self.end_failed(run, step, &msg, "unknown", em).await?;
             return Ok(StepEnd::TurnOver);
         };
-        let model_steps = step.index / 2 + 1;
         if step.index >= agent.max_steps {
             let msg = format!(
-                "the turn reached its limit of {} steps (agents.<id>.max_steps) after {model_steps} model calls",
-                agent.max_steps
+                "the turn reached its limit of {} steps; raise agents.{}.max_steps (or \
+                 agents.defaults.max_steps) if it needs more",
+                agent.max_steps, agent.id
             );
             self.end_failed(run, step, &msg, "unknown", em).await?;
             return Ok(StepEnd::TurnOver);
@@ -312,6 +313,7 @@ impl Agent {
             workspace: workspace.0.clone(),
             timeout: Duration::from_millis(workspace.1),
             env,
+            scrub: self.secret_env(),
             output: out_tx,
         };
         let end = match self.tools.get(name) {
@@ -438,7 +440,7 @@ impl Agent {
             }),
         );
         em.chat(ChatState::Final {
-            message: Some(answer),
+            message: Some(Box::new(answer)),
             usage: total,
             stop_reason: Some(stop),
         });

@@ -222,7 +222,7 @@ async fn inject(
         0,
     );
     em.chat(ChatState::Final {
-        message: Some(message),
+        message: Some(Box::new(message)),
         usage: None,
         stop_reason: Some("stop".into()),
     });

@@ -315,7 +315,7 @@ pub enum ChatState {
     #[serde(rename_all = "camelCase")]
     Final {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        message: Option<AssistantMessage>,
+        message: Option<Box<AssistantMessage>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
