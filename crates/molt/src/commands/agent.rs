@@ -732,6 +732,108 @@ mod tests {
         assert!(!reconnectable(&ClientError::Handshake(bad)));
     }
 
+    /// A gateway of two processes on one port: the first accepts the turn, streams a little
+    /// of it, then hands over (`shutdown`, close 1012); the second has finished the run.
+    async fn handover_gateway() -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            for process in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let send = |v: Value| Message::Text(v.to_string().into());
+                ws.send(send(json!({"type": "event", "event": "connect.challenge",
+                    "payload": {"nonce": "n"}})))
+                    .await
+                    .unwrap();
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    let req: Value = serde_json::from_str(t.as_str()).unwrap();
+                    let method = req["method"].as_str().unwrap().to_owned();
+                    let id = req["id"].clone();
+                    calls.push(format!("{process}:{method}"));
+                    let run_id = req["params"]["idempotencyKey"].clone();
+                    let payload = match method.as_str() {
+                        "connect" => json!({"type": "hello-ok"}),
+                        "chat.send" => json!({"runId": run_id, "status": "started"}),
+                        "agent.wait" => json!({"runId": req["params"]["runId"], "status": "ok",
+                            "endedAt": 5, "terminalReply": {"disposition": "visible",
+                            "text": "Hello after the handover"}}),
+                        other => panic!("unexpected {other}"),
+                    };
+                    ws.send(send(
+                        json!({"type": "res", "id": id, "ok": true, "payload": payload}),
+                    ))
+                    .await
+                    .unwrap();
+                    if method == "chat.send" {
+                        ws.send(send(json!({"type": "event", "event": "chat", "payload": {
+                            "runId": run_id, "sessionKey": "agent:main:main", "seq": 1,
+                            "state": "delta", "deltaText": "Hello", "message": {"role": "assistant",
+                            "content": [{"type": "text", "text": "Hello"}], "timestamp": 1}}})))
+                            .await
+                            .unwrap();
+                        ws.send(send(json!({"type": "event", "event": "shutdown",
+                            "payload": {"reason": "restart"}})))
+                            .await
+                            .unwrap();
+                        let _ = ws
+                            .send(Message::Close(Some(CloseFrame {
+                                code: CloseCode::Restart,
+                                reason: "restart".into(),
+                            })))
+                            .await;
+                        break;
+                    }
+                    if method == "agent.wait" {
+                        break;
+                    }
+                }
+            }
+            calls
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_turn_rides_through_a_handover_and_ends_with_the_successors_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::resolve(
+            None,
+            Some(dir.path().join("molt.toml")),
+            Some(dir.path().join("state")),
+        )
+        .unwrap();
+        let (addr, gateway) = handover_gateway().await;
+        let access = Access {
+            url: Some(format!("ws://{addr}")),
+            token: Some("t".into()),
+            client_version: "test".into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut link = Link::open(&ctx, &access).await.ok().unwrap();
+        let turn = send_turn(&mut link, "agent:main:main", None, "hi", deadline)
+            .await
+            .ok()
+            .unwrap();
+        let outcome = follow(&mut link, &turn, false, deadline, &mut None)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(outcome.status, TurnStatus::Ok);
+        assert_eq!(outcome.text, "Hello after the handover");
+        assert_eq!(outcome.run_id, turn.run_id);
+        assert_eq!(
+            gateway.await.unwrap(),
+            ["0:connect", "0:chat.send", "1:connect", "1:agent.wait"]
+        );
+    }
+
     #[test]
     fn the_json_outcome_has_the_documented_fields() {
         let o = TurnOutcome {
