@@ -2,7 +2,9 @@
 //! holds its clap arguments and an `exec` that calls the libraries and formats the output.
 //! Client commands reach the gateway only over the protocol.
 
+mod agent;
 mod call;
+mod chat;
 mod config;
 mod devices;
 mod doctor;
@@ -12,6 +14,7 @@ mod release;
 mod run;
 mod security;
 mod service;
+mod sessions;
 mod status;
 mod tasks;
 mod update;
@@ -84,6 +87,13 @@ pub enum Command {
     Security(security::SecurityCommand),
     /// Call a protocol method directly and print the JSON result.
     Call(call::CallArgs),
+    /// Send one message to an agent and print its reply.
+    Agent(agent::AgentArgs),
+    /// Talk with an agent: each line of input is a turn, the reply streams back.
+    Chat(chat::ChatArgs),
+    /// List, show, reset and delete conversation sessions.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
 }
 
 impl Command {
@@ -151,5 +161,8 @@ pub fn run(globals: Globals, command: Command) -> Result<(), Failure> {
             release::exec(&cmd)
         }
         Command::Call(args) => call::exec(&resolve()?, &access, &args),
+        Command::Agent(args) => agent::exec(&resolve()?, &access, &args),
+        Command::Chat(args) => chat::exec(&resolve()?, &access, &args),
+        Command::Sessions(cmd) => sessions::exec(&resolve()?, &access, &cmd),
     }
 }
