@@ -85,7 +85,9 @@ async fn follow(c: &mut Client, run: &str, within: Duration) -> (Value, Vec<(Str
         );
         let (name, payload) = tokio::time::timeout(left, c.next_event())
             .await
-            .expect("an event before the deadline")
+            .unwrap_or_else(|_| {
+                panic!("no terminal chat event for {run} in {within:?}; saw {seen:#?}")
+            })
             .expect("the connection stays up");
         if payload["runId"] != run {
             continue;
@@ -551,4 +553,200 @@ fn a_config_holding_a_key_must_be_private() {
     let log = home.stderr_log();
     assert!(log.contains("chmod 600"), "{log}");
     assert!(!log.contains(KEY));
+}
+
+#[test]
+fn steer_joins_the_running_turn_followup_waits_and_interrupt_aborts_it() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let _gw = home.start();
+    let slow = || {
+        Reply::text_chunks((0..10).map(|i| format!("a{i} "))).interval(Duration::from_millis(100))
+    };
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        let send = |run: &'static str, text: &'static str, mode: &'static str| {
+            json!({"sessionKey": "q", "message": text, "idempotencyKey": run, "queueMode": mode})
+        };
+
+        // Steer: the second message joins the running turn at its next model call.
+        fake.push(slow());
+        fake.push(Reply::text("saw both"));
+        c.call("chat.send", Some(send("st-1", "first", "steer"))).await.unwrap();
+        wait_for("the first stream", Duration::from_secs(10), || (fake.request_count() == 1).then_some(()));
+        let r = c.call("chat.send", Some(send("st-2", "second", "steer"))).await.unwrap();
+        assert_eq!(r["status"], "started");
+        let (fin, _) = follow(&mut c, "st-1", Duration::from_secs(20)).await;
+        assert_eq!(fin["message"]["content"][0]["text"], "saw both");
+        let second_call = &fake.requests()[1].body["messages"];
+        assert!(second_call.to_string().contains("second"), "the steered message reached the model");
+        assert_eq!(fake.request_count(), 2);
+
+        // Followup: a turn of its own, after the running one.
+        fake.push(slow());
+        fake.push(Reply::text("followed"));
+        c.call("chat.send", Some(send("fu-1", "third", "steer"))).await.unwrap();
+        c.call("chat.send", Some(send("fu-2", "fourth", "followup"))).await.unwrap();
+        let (a, _) = follow(&mut c, "fu-1", Duration::from_secs(20)).await;
+        assert_eq!(a["state"], "final");
+        let (b, _) = follow(&mut c, "fu-2", Duration::from_secs(20)).await;
+        assert_eq!(b["message"]["content"][0]["text"], "followed");
+
+        // Interrupt: the running turn is aborted and the new one runs.
+        fake.push(Reply::text_chunks((0..100).map(|i| format!("z{i} "))).interval(Duration::from_millis(100)));
+        fake.push(Reply::text("interrupted you"));
+        let n = fake.request_count();
+        c.call("chat.send", Some(send("in-1", "long", "steer"))).await.unwrap();
+        wait_for("the long stream", Duration::from_secs(10), || (fake.request_count() == n + 1).then_some(()));
+        c.call("chat.send", Some(send("in-2", "stop that", "interrupt"))).await.unwrap();
+        let (a, _) = follow(&mut c, "in-1", Duration::from_secs(10)).await;
+        assert_eq!(a["state"], "aborted", "{a}");
+        let (b, _) = follow(&mut c, "in-2", Duration::from_secs(10)).await;
+        assert_eq!(b["message"]["content"][0]["text"], "interrupted you");
+
+        // chat.abort stops a stream at once.
+        fake.push(Reply::text_chunks((0..100).map(|i| format!("y{i} "))).interval(Duration::from_millis(100)));
+        let n = fake.request_count();
+        c.call("chat.send", Some(send("ab-1", "again", "steer"))).await.unwrap();
+        wait_for("the stream", Duration::from_secs(10), || (fake.request_count() == n + 1).then_some(()));
+        let t0 = Instant::now();
+        let r = c.call("chat.abort", Some(json!({"sessionKey": "q"}))).await.unwrap();
+        assert_eq!(r["runIds"], json!(["ab-1"]));
+        let (a, _) = follow(&mut c, "ab-1", Duration::from_secs(5)).await;
+        assert_eq!(a["state"], "aborted");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let w = c.call("agent.wait", Some(json!({"runId": "ab-1"}))).await.unwrap();
+        assert_eq!(w["status"], "timeout", "an abort reports timeout, as OpenClaw does");
+    });
+}
+
+#[test]
+fn tool_commands_never_see_the_model_key_from_the_environment() {
+    let fake = FakeModel::start_with_key(KEY);
+    let cfg = config(&fake, "fake/fake-1", "").replace(
+        &format!("api_key = \"{KEY}\""),
+        "api_key_env = \"MOLT_TEST_MODEL_KEY\"",
+    );
+    let home = Home::new(MOLT, &cfg);
+    let gw = home.spawn_with(&[], |c| {
+        c.env("MOLT_TEST_MODEL_KEY", KEY);
+    });
+    gw.wait_ready();
+    fake.push(Reply::tool_call(
+        "call_1",
+        "exec",
+        json!({"command": "env"}),
+    ));
+    fake.push(Reply::text("ok"));
+    rt().block_on(async {
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        let (fin, _) = chat(&mut c, "main", "env-1", "show env").await;
+        assert_eq!(fin["state"], "final", "{fin}");
+        let h = c
+            .call("chat.history", Some(json!({"sessionKey": "main"})))
+            .await
+            .unwrap();
+        let tool = h["messages"][2]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(tool.contains("MOLT_RUN_ID="), "env ran: {tool}");
+        assert!(!tool.contains(KEY), "the key reached a tool");
+        assert!(!tool.contains("MOLT_TEST_MODEL_KEY"));
+    });
+    // The key from the environment authenticated the model calls.
+    assert_eq!(
+        fake.requests()[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+}
+
+#[test]
+fn the_cli_talks_to_the_agent_and_rides_through_a_handover() {
+    let fake = FakeModel::start_with_key(KEY);
+    for (model, reply) in [
+        ("fake/fake-1", "Hi from OpenAI"),
+        ("fakeant/claude-fake", "Hi from Anthropic"),
+    ] {
+        let home = home_with(&fake, model, "");
+        let _gw = home.start();
+        fake.push(Reply::text(reply));
+        let out = home.cli_ok(&["agent", "-m", "hello"]);
+        assert_eq!(out.trim(), reply);
+        fake.push(Reply::text("as json"));
+        let j = home.cli_json(&["agent", "-m", "again", "--json"]);
+        assert_eq!(j["status"], "ok", "{j}");
+        assert_eq!(j["text"], "as json");
+        assert_eq!(j["sessionKey"], "agent:main:main");
+    }
+
+    // A reply that streams across a handover: the command reconnects and prints all of it.
+    let home = home_with(&fake, "fake/fake-1", "");
+    let _gw = home.start();
+    let old_pid = readyz_pid(home.port).unwrap();
+    let chunks: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+    fake.push(Reply::text_chunks(chunks.clone()).interval(Duration::from_millis(100)));
+    let before = fake.chunks_sent();
+    let child = home
+        .cmd()
+        .args(["agent", "-m", "stream please"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the stream is under way", Duration::from_secs(20), || {
+        (fake.chunks_sent() >= before + 6).then_some(())
+    });
+    unsafe { libc::kill(old_pid as i32, libc::SIGHUP) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        chunks.concat().trim()
+    );
+    assert_ne!(readyz_pid(home.port), Some(old_pid));
+
+    // Interactive chat, piped: a turn, /history, /reset.
+    fake.push(Reply::text("chatting"));
+    let mut child = home
+        .cmd()
+        .args(["chat", "--session-key", "cli-chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello chat\n/history\n/reset\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("chatting"), "{stdout}");
+    assert!(stdout.contains("user: hello chat"), "{stdout}");
+
+    // Sessions from the CLI.
+    let list = home.cli_json(&["sessions", "list", "--json"]);
+    let keys: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"agent:main:cli-chat"), "{keys:?}");
+    let h = home.cli_json(&["sessions", "history", "agent:main:cli-chat", "--json"]);
+    assert_eq!(h["messages"][0]["__openclaw"]["kind"], "reset", "{h}");
+    home.cli_ok(&["sessions", "delete", "agent:main:cli-chat"]);
+    let list = home.cli_json(&["sessions", "list", "--json"]);
+    assert!(!list.to_string().contains("cli-chat"));
 }
