@@ -264,6 +264,45 @@ pub(crate) fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// Runs `body` through the SSE parser and `dec` in `piece`-byte chunks, as a stream would
+/// arrive: the decoded parts, the events emitted, and whether output was emitted.
+#[cfg(test)]
+pub(crate) fn decode_in_pieces<D: Decoder>(
+    mut dec: D,
+    body: &str,
+    piece: usize,
+) -> (Result<Parts, Failure>, Vec<StreamEvent>, bool) {
+    let mut events = Vec::new();
+    let mut sink = |e: StreamEvent| events.push(e);
+    let mut out = Emitter::new(&mut sink);
+    let mut parser = crate::sse::SseParser::new();
+    let mut ended = false;
+    let mut failed = None;
+    let mut evs = Vec::new();
+    'outer: for c in body.as_bytes().chunks(piece) {
+        parser.push(c, &mut evs).unwrap();
+        for ev in evs.drain(..) {
+            match dec.on_event(&ev, &mut out) {
+                Ok(Flow::Done) => {
+                    ended = true;
+                    break 'outer;
+                }
+                Ok(Flow::More) => {}
+                Err(f) => {
+                    failed = Some(f);
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let output = out.output;
+    let r = match failed {
+        Some(f) => Err(f),
+        None => dec.finish(ended),
+    };
+    (r, events, output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,42 +251,12 @@ impl Decoder for AnthropicDecoder {
 mod tests {
     use super::*;
     use crate::ToolSpec;
-    use crate::sse::SseParser;
     use molt_protocol::transcript::{
         AssistantMessage, ContentBlock, TextBlock, ToolResultMessage, UserMessage,
     };
 
     fn decode(body: &str, piece: usize) -> (Result<Parts, Failure>, Vec<StreamEvent>, bool) {
-        let mut events = Vec::new();
-        let mut sink = |e: StreamEvent| events.push(e);
-        let mut out = Emitter::new(&mut sink);
-        let mut parser = SseParser::new();
-        let mut dec = AnthropicDecoder::new();
-        let mut ended = false;
-        let mut failed = None;
-        let mut evs = Vec::new();
-        'outer: for c in body.as_bytes().chunks(piece) {
-            parser.push(c, &mut evs).unwrap();
-            for ev in evs.drain(..) {
-                match dec.on_event(&ev, &mut out) {
-                    Ok(Flow::Done) => {
-                        ended = true;
-                        break 'outer;
-                    }
-                    Ok(Flow::More) => {}
-                    Err(f) => {
-                        failed = Some(f);
-                        break 'outer;
-                    }
-                }
-            }
-        }
-        let output = out.output;
-        let r = match failed {
-            Some(f) => Err(f),
-            None => dec.finish(ended),
-        };
-        (r, events, output)
+        crate::accum::decode_in_pieces(AnthropicDecoder::new(), body, piece)
     }
 
     fn sse(events: &[(&str, &str)]) -> String {

@@ -711,6 +711,25 @@ impl Store {
         turn_tx(&self.conn, run_id)
     }
 
+    /// Messages for `key` that wait for a turn's next model step: `(runId of the turn they
+    /// wait for, text, created_at_ms)`, oldest first.
+    pub fn waiting_inputs(&self, key: &str) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, text, created_at_ms FROM turn_inputs WHERE session_key = ?1 ORDER BY id",
+            )
+            .ctx("preparing waiting inputs")?;
+        let rows = stmt
+            .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .ctx("reading waiting inputs")?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.ctx("reading waiting input")?);
+        }
+        Ok(out)
+    }
+
     /// Ids of the turns of `key` that are queued or running, oldest first.
     pub fn active_turns(&self, key: &str) -> Result<Vec<String>> {
         let mut stmt = self

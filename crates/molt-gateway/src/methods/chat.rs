@@ -101,11 +101,16 @@ async fn history(
     });
     let k = key.clone();
     let a = agent_id.clone();
-    let (session, (messages, has_more, total), active) = agent
+    let (session, (messages, has_more, total), active, waiting) = agent
         .store
         .call(move |s| -> Result<_, molt_store::StoreError> {
             let session = s.ensure_session(&k, &a)?;
-            Ok((session, s.history(&k, limit, before)?, s.active_turns(&k)?))
+            Ok((
+                session,
+                s.history(&k, limit, before)?,
+                s.active_turns(&k)?,
+                s.waiting_inputs(&k)?,
+            ))
         })
         .await
         .map_err(store_err)?;
@@ -122,7 +127,15 @@ async fn history(
         session_key: key.clone(),
         session_id: session.session_id.clone(),
         messages,
-        pending_inputs: PendingInputs::default(),
+        pending_inputs: PendingInputs {
+            total: waiting.len() as u64,
+            items: waiting
+                .into_iter()
+                .map(|(run, text, at)| {
+                    serde_json::json!({"runId": run, "text": text, "createdAt": at})
+                })
+                .collect(),
+        },
         has_more,
         total_messages: total,
         defaults: defaults_for(&agent, &agent_id, session.model.as_deref()),
