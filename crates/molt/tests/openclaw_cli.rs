@@ -223,4 +223,11 @@ fn openclaw_agent_gets_the_reply_of_a_molt_agent() {
         "{status:#}"
     );
     assert_eq!(status["sessions"]["count"], 1, "{status:#}");
+    // `openclaw health` lists it as main's latest session.
+    let health = openclaw_json(&home, &["health", "--json"]);
+    let main = &health["agents"][0];
+    assert_eq!(main["agentId"], "main", "{health:#}");
+    assert_eq!(main["sessions"]["count"], 1, "{health:#}");
+    let key = main["sessions"]["recent"][0]["key"].as_str().unwrap_or("");
+    assert!(key.starts_with("agent:main:"), "{health:#}");
 }
