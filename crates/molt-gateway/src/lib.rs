@@ -412,6 +412,8 @@ async fn serve(
             port,
             log_file,
             subsystems: subsystems.clone(),
+            agents: opts.config.agents.clone(),
+            db_path: db_path.clone(),
         }),
         runs: executor,
         handover: handover.clone(),

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use molt_protocol::frame::ErrorShape;
 use molt_protocol::method::AnyParams;
 use molt_protocol::methods::system::{
-    Health, HealthResult, IdentityGet, IdentityResult, LogsTail, LogsTailParams, LogsTailResult,
-    RestartParams, RestartRequest, RestartResult, Status, StatusResult, SystemPresence,
-    Unauthenticated,
+    AgentSessions, CliAgentRow, CliAgents, CliProjection, Health, HealthAgent, HealthResult,
+    HealthSessions, HeartbeatSummary, IdentityGet, IdentityResult, LogsTail, LogsTailParams,
+    LogsTailResult, MemoryPluginStatus, OpenClawHealth, OpenClawStatus, RecentSession,
+    RestartParams, RestartRequest, RestartResult, SessionDefaults, SessionsSummary, Status,
+    StatusResult, SystemPresence, TaskAuditSummary, TaskRegistrySummary, Unauthenticated,
 };
+use molt_protocol::methods::tasks::RunCounts;
 use serde_json::{Value, json};
 
 use crate::app::{App, now_ms};
@@ -26,25 +29,89 @@ pub struct GatewayFacts {
     pub port: u16,
     pub log_file: PathBuf,
     pub subsystems: Arc<Subsystems>,
+    /// `[agents]` of the config: the agent ids, names and default model `status` and
+    /// `health` report.
+    pub agents: molt_config::AgentsConfig,
+    /// The store file (sessions of all agents live there).
+    pub db_path: PathBuf,
 }
+
+/// How many of an agent's latest sessions `health` lists.
+const HEALTH_RECENT_SESSIONS: u32 = 5;
 
 pub fn register(r: &mut Router, parts: &super::Parts) {
     r.with(&parts.app)
-        .on::<Health>(health)
         .on::<SystemPresence>(presence)
         .on::<IdentityGet>(identity);
     r.with(&parts.facts)
+        .on::<Health>(health)
         .on::<Status>(status)
         .on::<LogsTail>(logs_tail);
     r.with(&parts.handover).on::<RestartRequest>(restart);
 }
 
-async fn health(app: Arc<App>, _: Caller, _: AnyParams) -> Result<HealthResult, ErrorShape> {
+async fn health(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<HealthResult, ErrorShape> {
+    let started = now_ms();
+    let ids = g.agents.ids();
+    let per_agent = {
+        let ids = ids.clone();
+        g.app
+            .store
+            .call(move |s| {
+                let (_, total) = s.list_sessions(None, 0, 0)?;
+                let mut per_agent = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    per_agent.push(s.list_sessions(Some(id), HEALTH_RECENT_SESSIONS, 0)?);
+                }
+                Ok::<_, molt_store::StoreError>((total, per_agent))
+            })
+            .await
+            .map_err(to_error_shape)?
+    };
+    let (total, per_agent) = per_agent;
+    let path = g.db_path.display().to_string();
+    let now = now_ms();
+    let recent = |records: Vec<molt_store::SessionRecord>| {
+        records
+            .into_iter()
+            .map(|r| {
+                let updated = u64::try_from(r.updated_at_ms).ok();
+                RecentSession {
+                    key: r.key,
+                    updated_at: updated,
+                    age: updated.map(|u| now.saturating_sub(u)),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let agents = ids
+        .into_iter()
+        .zip(per_agent)
+        .map(|(id, (records, count))| HealthAgent {
+            is_default: id == molt_config::MAIN_AGENT,
+            agent_id: id,
+            sessions: HealthSessions {
+                path: path.clone(),
+                count,
+                recent: recent(records),
+            },
+        })
+        .collect();
     Ok(HealthResult {
-        probe: app.probe(),
+        probe: g.app.probe(),
         ok: true,
-        ts: now_ms(),
-        duration_ms: 0,
+        ts: now,
+        duration_ms: now.saturating_sub(started),
+        openclaw: OpenClawHealth {
+            default_agent_id: molt_config::MAIN_AGENT.into(),
+            agents,
+            sessions: HealthSessions {
+                path,
+                count: total,
+                recent: Vec::new(),
+            },
+            ..OpenClawHealth::default()
+        },
     })
 }
 
@@ -61,11 +128,26 @@ async fn identity(app: Arc<App>, _: Caller, _: AnyParams) -> Result<IdentityResu
 
 async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusResult, ErrorShape> {
     let app = &g.app;
-    let (runs, last) = app
-        .store
-        .call(|s| Ok::<_, molt_store::StoreError>((s.run_counts()?, s.meta("last_handover")?)))
-        .await
-        .map_err(to_error_shape)?;
+    let ids = g.agents.ids();
+    let (runs, last, total_sessions, session_counts) = {
+        let ids = ids.clone();
+        app.store
+            .call(move |s| {
+                let (_, total) = s.list_sessions(None, 0, 0)?;
+                let mut counts = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    counts.push(s.list_sessions(Some(id), 0, 0)?.1);
+                }
+                Ok::<_, molt_store::StoreError>((
+                    s.run_counts()?,
+                    s.meta("last_handover")?,
+                    total,
+                    counts,
+                ))
+            })
+            .await
+            .map_err(to_error_shape)?
+    };
     let (open, shed) = app.pending.counts();
     let limits = app.pending.limits();
     Ok(StatusResult {
@@ -86,7 +168,117 @@ async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusR
             shed,
         },
         last_handover: last.and_then(|t| serde_json::from_str(&t).ok()),
+        openclaw: openclaw_status(&g, &ids, runs, total_sessions, &session_counts),
     })
+}
+
+/// The fields OpenClaw's `openclaw status` reads, from molt's counts and config.
+fn openclaw_status(
+    g: &GatewayFacts,
+    ids: &[String],
+    runs: RunCounts,
+    total_sessions: u64,
+    session_counts: &[u64],
+) -> OpenClawStatus {
+    let path = g.db_path.display().to_string();
+    let setting = |id: &str| g.agents.agents.get(id);
+    let name = |id: &str| {
+        setting(id)
+            .and_then(|a| a.name.clone())
+            .or_else(|| g.agents.defaults.name.clone())
+    };
+    let default_model = setting(molt_config::MAIN_AGENT)
+        .and_then(|a| a.model.clone())
+        .or_else(|| g.agents.defaults.model.clone());
+    OpenClawStatus {
+        runtime_version: Some(g.app.build.version.clone()),
+        heartbeat: HeartbeatSummary {
+            default_agent_id: molt_config::MAIN_AGENT.into(),
+            agents: Vec::new(),
+        },
+        tasks: task_summary(runs),
+        task_audit: TaskAuditSummary {
+            by_code: [
+                "stale_queued",
+                "stale_running",
+                "lost",
+                "delivery_failed",
+                "missing_cleanup",
+                "inconsistent_timestamps",
+            ]
+            .into_iter()
+            .map(|c| (c.to_owned(), 0))
+            .collect(),
+            ..TaskAuditSummary::default()
+        },
+        sessions: SessionsSummary {
+            count: total_sessions,
+            defaults: SessionDefaults {
+                model: default_model,
+                context_tokens: None,
+            },
+            by_agent: ids
+                .iter()
+                .zip(session_counts)
+                .map(|(id, count)| AgentSessions {
+                    agent_id: id.clone(),
+                    path: path.clone(),
+                    count: *count,
+                    recent: Vec::new(),
+                })
+                .collect(),
+            ..SessionsSummary::default()
+        },
+        cli_projection: Some(CliProjection {
+            agents: CliAgents {
+                default_id: molt_config::MAIN_AGENT.into(),
+                ownership: (ids.len() == 1).then(|| "sole".to_owned()),
+                selection_required: false,
+                rows: ids
+                    .iter()
+                    .map(|id| CliAgentRow {
+                        id: id.clone(),
+                        name: name(id),
+                    })
+                    .collect(),
+            },
+            update_channel: None,
+            memory_plugin: MemoryPluginStatus {
+                enabled: false,
+                slot: None,
+                reason: Some("molt has no memory plugin".into()),
+            },
+        }),
+        ..OpenClawStatus::default()
+    }
+}
+
+/// molt's runs as OpenClaw's task counts (every run's runtime is `molt`).
+fn task_summary(r: RunCounts) -> TaskRegistrySummary {
+    let active = r.queued + r.running;
+    let terminal = r.succeeded + r.failed + r.cancelled;
+    let by_status = [
+        ("queued", r.queued),
+        ("running", r.running),
+        ("succeeded", r.succeeded),
+        ("failed", r.failed),
+        ("timed_out", 0),
+        ("cancelled", r.cancelled),
+        ("lost", 0),
+    ];
+    TaskRegistrySummary {
+        total: active + terminal,
+        active,
+        terminal,
+        failures: r.failed,
+        by_status: by_status
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        by_runtime: [("molt".to_owned(), active + terminal)]
+            .into_iter()
+            .collect(),
+    }
 }
 
 /// `gateway.restart.request`: a handover to what `current` points to. Answers once the new

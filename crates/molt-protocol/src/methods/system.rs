@@ -63,6 +63,56 @@ pub struct HealthResult {
     pub ok: bool,
     pub ts: u64,
     pub duration_ms: u64,
+    /// What OpenClaw's `openclaw health` reads: agents and their session stores.
+    #[serde(flatten)]
+    pub openclaw: OpenClawHealth,
+}
+
+/// The part of `health` that OpenClaw's CLI reads (`openclaw health` lists the agents, their
+/// heartbeat interval and their session store). molt has no channels and no heartbeats, so
+/// those stay empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct OpenClawHealth {
+    /// The agent a request without an agent id goes to (`main`).
+    pub default_agent_id: String,
+    /// Every configured agent, the default first.
+    pub agents: Vec<HealthAgent>,
+    /// The store all agents share: every session in it.
+    pub sessions: HealthSessions,
+    /// Chat channels by id (none in molt), their order and labels.
+    pub channels: serde_json::Map<String, Value>,
+    pub channel_order: Vec<String>,
+    pub channel_labels: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HealthAgent {
+    pub agent_id: String,
+    pub is_default: bool,
+    /// The sessions of this agent (`path` is the shared store).
+    pub sessions: HealthSessions,
+}
+
+/// A session store: where it is, how many sessions it holds, the latest few.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HealthSessions {
+    pub path: String,
+    pub count: u64,
+    /// Most recently active first.
+    pub recent: Vec<RecentSession>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RecentSession {
+    pub key: String,
+    /// Unix ms of the last activity.
+    pub updated_at: Option<u64>,
+    /// ms since then.
+    pub age: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +135,139 @@ pub struct StatusResult {
     pub connections: usize,
     pub unauthenticated: Unauthenticated,
     pub last_handover: Option<HandoverRecord>,
+    /// What OpenClaw's `openclaw status` reads (its status summary).
+    #[serde(flatten)]
+    pub openclaw: OpenClawStatus,
+}
+
+/// The part of `status` that OpenClaw's CLI reads: `openclaw status --json` fails without
+/// `sessions.byAgent`, and spreads the rest into its report. Counts are molt's; what molt has
+/// no notion of (heartbeats, channels, system events, secret owners, a task audit) is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct OpenClawStatus {
+    /// The gateway's version (the same as `version`).
+    pub runtime_version: Option<String>,
+    pub heartbeat: HeartbeatSummary,
+    pub channel_summary: Vec<Value>,
+    pub queued_system_events: Vec<Value>,
+    pub degraded_secret_owners: Vec<Value>,
+    /// Runs (the `tasks.*` view) by state.
+    pub tasks: TaskRegistrySummary,
+    pub task_audit: TaskAuditSummary,
+    pub sessions: SessionsSummary,
+    /// The gateway's agents as the CLI shows them (OpenClaw sends it on
+    /// `includeCliProjection`; molt always does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cli_projection: Option<CliProjection>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HeartbeatSummary {
+    pub default_agent_id: String,
+    /// Agents with a heartbeat: none in molt.
+    pub agents: Vec<Value>,
+}
+
+/// Task counts in OpenClaw's shape: molt's runs, whose runtime is `molt`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TaskRegistrySummary {
+    pub total: u64,
+    /// Queued or running.
+    pub active: u64,
+    /// Succeeded, failed or cancelled.
+    pub terminal: u64,
+    pub failures: u64,
+    /// By status: `queued`, `running`, `succeeded`, `failed`, `timed_out`, `cancelled`,
+    /// `lost` (the last two and `timed_out` are 0 or absent in molt).
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// By runtime: `molt` for every run.
+    pub by_runtime: std::collections::BTreeMap<String, u64>,
+}
+
+/// OpenClaw's task-registry audit; molt keeps no such audit, so all zeros.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TaskAuditSummary {
+    pub total: u64,
+    pub warnings: u64,
+    pub errors: u64,
+    pub by_code: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SessionsSummary {
+    /// Session store files; empty, as OpenClaw's gateway sends it to readers.
+    pub paths: Vec<String>,
+    /// Sessions of all agents.
+    pub count: u64,
+    pub defaults: SessionDefaults,
+    /// Empty: `status` does not list sessions (`sessions.list` does).
+    pub recent: Vec<Value>,
+    /// One entry per configured agent, the default first.
+    pub by_agent: Vec<AgentSessions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SessionDefaults {
+    /// The default agent's model (`provider/model`), if configured.
+    pub model: Option<String>,
+    pub context_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AgentSessions {
+    pub agent_id: String,
+    /// The store holding them (one file for all agents).
+    pub path: String,
+    pub count: u64,
+    /// Empty, as `sessions.recent`.
+    pub recent: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CliProjection {
+    pub agents: CliAgents,
+    /// OpenClaw's update channel; molt updates differently, so none.
+    pub update_channel: Option<String>,
+    pub memory_plugin: MemoryPluginStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CliAgents {
+    pub default_id: String,
+    /// `sole` when there is one agent; absent otherwise (requests without an agent id go
+    /// to the default agent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<String>,
+    /// Whether a request must name its agent: never in molt.
+    pub selection_required: bool,
+    pub rows: Vec<CliAgentRow>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CliAgentRow {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MemoryPluginStatus {
+    /// Always false: molt has no memory plugin.
+    pub enabled: bool,
+    pub slot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One subsystem's share of `status`.
