@@ -15,6 +15,7 @@ use molt_protocol::methods::tasks::{RunId, RunState, StepRecord, StepSpec};
 use molt_protocol::transcript::{Message, SystemMessage, TextBlock, Usage};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use crate::runs::check_lease;
 use crate::{Boot, Ctx, FromWord, Result, Store, StoreError, now_ms};
 
 /// A session as stored.
@@ -168,6 +169,23 @@ fn finish_turn_row(
     Ok(t)
 }
 
+/// Runs `sql` with `params` and collects every row mapped by `map`.
+fn collect<T, P: rusqlite::Params>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: P,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    what: &'static str,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).ctx(what)?;
+    let rows = stmt.query_map(params, map).ctx(what)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.ctx(what)?);
+    }
+    Ok(out)
+}
+
 fn encode<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
 }
@@ -281,27 +299,6 @@ fn turn_tx(tx: &rusqlite::Connection, run_id: &str) -> Result<Option<TurnRecord>
     .transpose()
 }
 
-/// The run's lease holder is `boot`; returns its next step index.
-fn lease_of(tx: &Transaction<'_>, run: &RunId, boot: Boot) -> Result<u32> {
-    let (epoch, next): (Option<i64>, u32) = tx
-        .query_row(
-            "SELECT lease_epoch, next_step FROM runs WHERE id = ?1",
-            [&run.0],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .ctx("reading lease")?
-        .ok_or_else(|| StoreError::NoSuchRun(run.0.clone()))?;
-    if epoch != Some(boot.epoch) {
-        return Err(StoreError::LeaseLost {
-            run: run.0.clone(),
-            holder: epoch,
-            caller: boot.epoch,
-        });
-    }
-    Ok(next)
-}
-
 fn append_steps(tx: &Transaction<'_>, run: &RunId, specs: &[StepSpec]) -> Result<()> {
     let count: u32 = tx
         .query_row("SELECT step_count FROM runs WHERE id = ?1", [&run.0], |r| {
@@ -352,24 +349,14 @@ fn set_event_seq(tx: &Transaction<'_>, run: &RunId, seq: u64) -> Result<()> {
 
 /// Moves the inputs waiting for `run` into its session's transcript.
 fn take_inputs(tx: &Transaction<'_>, run: &RunId, key: &str) -> Result<Vec<StoredMessage>> {
-    let inputs: Vec<(i64, String, Option<String>, i64)> = {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT id, text, idempotency_key, created_at_ms FROM turn_inputs
-                 WHERE run_id = ?1 ORDER BY id",
-            )
-            .ctx("preparing inputs")?;
-        let rows = stmt
-            .query_map([&run.0], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .ctx("reading inputs")?;
-        let mut v = Vec::new();
-        for row in rows {
-            v.push(row.ctx("reading input")?);
-        }
-        v
-    };
+    let inputs: Vec<(i64, String, Option<String>, i64)> = collect(
+        tx,
+        "SELECT id, text, idempotency_key, created_at_ms FROM turn_inputs
+         WHERE run_id = ?1 ORDER BY id",
+        [&run.0],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        "reading a turn's inputs",
+    )?;
     let mut out = Vec::new();
     for (id, text, key_, at) in inputs {
         let m = Message::User(molt_protocol::transcript::UserMessage {
@@ -452,20 +439,16 @@ impl Store {
                 |r| r.get(0),
             )
             .ctx("counting sessions")?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
+        let out = collect(
+            &self.conn,
+            &format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE ?1 IS NULL OR agent_id = ?1
                  ORDER BY updated_at_ms DESC, key LIMIT ?2 OFFSET ?3"
-            ))
-            .ctx("preparing sessions query")?;
-        let rows = stmt
-            .query_map(params![agent_id, limit, offset], session_from_row)
-            .ctx("listing sessions")?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row.ctx("reading session")?);
-        }
+            ),
+            params![agent_id, limit, offset],
+            session_from_row,
+            "listing sessions",
+        )?;
         Ok((out, total as u64))
     }
 
@@ -576,38 +559,24 @@ impl Store {
                 |r| r.get(0),
             )
             .ctx("counting messages")?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, seq, session_id, run_id, body FROM messages
-                 WHERE session_key = ?1 AND session_id = ?2 AND seq < ?3
-                 ORDER BY seq DESC LIMIT ?4",
-            )
-            .ctx("preparing history")?;
-        let rows = stmt
-            .query_map(
-                params![
-                    key,
-                    session.session_id,
-                    before_seq.unwrap_or(i64::MAX),
-                    limit + 1
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                },
-            )
-            .ctx("reading history")?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, seq, sid, run, body) = row.ctx("reading message")?;
-            out.push(message_from_parts(id, seq, sid, run, &body)?);
-        }
+        let rows: Vec<(i64, i64, String, Option<String>, String)> = collect(
+            &self.conn,
+            "SELECT id, seq, session_id, run_id, body FROM messages
+             WHERE session_key = ?1 AND session_id = ?2 AND seq < ?3
+             ORDER BY seq DESC LIMIT ?4",
+            params![
+                key,
+                session.session_id,
+                before_seq.unwrap_or(i64::MAX),
+                limit.saturating_add(1)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            "reading history",
+        )?;
+        let mut out = rows
+            .into_iter()
+            .map(|(id, seq, sid, run, body)| message_from_parts(id, seq, sid, run, &body))
+            .collect::<Result<Vec<_>>>()?;
         let has_more = out.len() > limit as usize;
         out.truncate(limit as usize);
         out.reverse();
@@ -714,40 +683,26 @@ impl Store {
     /// Messages for `key` that wait for a turn's next model step: `(runId of the turn they
     /// wait for, text, created_at_ms)`, oldest first.
     pub fn waiting_inputs(&self, key: &str) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT run_id, text, created_at_ms FROM turn_inputs WHERE session_key = ?1 ORDER BY id",
-            )
-            .ctx("preparing waiting inputs")?;
-        let rows = stmt
-            .query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .ctx("reading waiting inputs")?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row.ctx("reading waiting input")?);
-        }
-        Ok(out)
+        collect(
+            &self.conn,
+            "SELECT run_id, text, created_at_ms FROM turn_inputs WHERE session_key = ?1 ORDER BY id",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            "reading waiting inputs",
+        )
     }
 
     /// Ids of the turns of `key` that are queued or running, oldest first.
     pub fn active_turns(&self, key: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT r.id FROM turns t JOIN runs r ON r.id = t.run_id
-                 WHERE t.session_key = ?1 AND r.state IN ('queued','running')
-                 ORDER BY r.created_at_ms, r.rowid",
-            )
-            .ctx("preparing active turns")?;
-        let rows = stmt
-            .query_map([key], |r| r.get(0))
-            .ctx("reading active turns")?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row.ctx("reading turn id")?);
-        }
-        Ok(out)
+        collect(
+            &self.conn,
+            "SELECT r.id FROM turns t JOIN runs r ON r.id = t.run_id
+             WHERE t.session_key = ?1 AND r.state IN ('queued','running')
+             ORDER BY r.created_at_ms, r.rowid",
+            [key],
+            |r| r.get(0),
+            "reading active turns",
+        )
     }
 
     /// Leases the oldest queued turn whose session has no running turn, or `None`.
@@ -792,7 +747,7 @@ impl Store {
         boot: Boot,
     ) -> Result<Option<(StepRecord, Vec<StoredMessage>)>> {
         let tx = self.write_tx().ctx("starting start_turn_step")?;
-        let next = lease_of(&tx, run, boot)?;
+        let next = check_lease(&tx, run, boot)?;
         let spec: Option<String> = tx
             .query_row(
                 "SELECT spec FROM steps WHERE run_id = ?1 AND idx = ?2 AND state = 'pending'",
@@ -846,7 +801,7 @@ impl Store {
         event_seq: u64,
     ) -> Result<(StoredMessage, TurnProgress)> {
         let tx = self.write_tx().ctx("starting finish_model_step")?;
-        let next = lease_of(&tx, run, boot)?;
+        let next = check_lease(&tx, run, boot)?;
         if next != index {
             return Err(StoreError::Corrupt(format!(
                 "turn {run} is at step {next}, not {index}"
@@ -942,7 +897,7 @@ impl Store {
         event_seq: u64,
     ) -> Result<StoredMessage> {
         let tx = self.write_tx().ctx("starting finish_tool_step")?;
-        let next = lease_of(&tx, run, boot)?;
+        let next = check_lease(&tx, run, boot)?;
         if next != index {
             return Err(StoreError::Corrupt(format!(
                 "turn {run} is at step {next}, not {index}"
@@ -988,7 +943,7 @@ impl Store {
         event_seq: u64,
     ) -> Result<Vec<StoredMessage>> {
         let tx = self.write_tx().ctx("starting fail_turn")?;
-        lease_of(&tx, run, boot)?;
+        check_lease(&tx, run, boot)?;
         let key: String = tx
             .query_row(
                 "SELECT session_key FROM turns WHERE run_id = ?1",
@@ -1089,20 +1044,13 @@ impl Store {
 
     /// Relayed events after `cursor`: `(id, event, payload)`, oldest first.
     pub fn relayed_since(&self, cursor: i64) -> Result<Vec<(i64, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, event, payload FROM relay_events WHERE id > ?1 ORDER BY id LIMIT 1000",
-            )
-            .ctx("preparing relay read")?;
-        let rows = stmt
-            .query_map([cursor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .ctx("reading relayed events")?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row.ctx("reading relayed event")?);
-        }
-        Ok(out)
+        collect(
+            &self.conn,
+            "SELECT id, event, payload FROM relay_events WHERE id > ?1 ORDER BY id LIMIT 1000",
+            [cursor],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            "reading relayed events",
+        )
     }
 
     /// Where a process that started at `started_at_ms` begins reading relayed events: after

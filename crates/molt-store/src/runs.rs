@@ -433,7 +433,7 @@ impl Store {
 }
 
 /// Verifies `boot` holds the run's lease; returns the run's next step index.
-fn check_lease(tx: &Transaction<'_>, run: &RunId, boot: Boot) -> Result<u32> {
+pub(crate) fn check_lease(tx: &Transaction<'_>, run: &RunId, boot: Boot) -> Result<u32> {
     let (epoch, next): (Option<i64>, u32) = tx
         .query_row(
             "SELECT lease_epoch, next_step FROM runs WHERE id = ?1",
