@@ -130,7 +130,10 @@ fn main() {
             turns.push(turn(&mut c, &fake, n).await);
         }
         let h = c
-            .call_once("chat.history", Some(json!({"sessionKey": "main", "limit": 1})))
+            .call_once(
+                "chat.history",
+                Some(json!({"sessionKey": "main", "limit": 1})),
+            )
             .await
             .expect("chat.history");
         println!(

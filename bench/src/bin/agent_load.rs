@@ -158,6 +158,30 @@ fn main() {
     let (peak_sampled, samples) = sampler.stop();
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
     let rss_after = gw.rss_kib();
+    // What the gateway itself finished, whatever the clients saw: each session's transcript
+    // must end with the full answer.
+    let stored_ok = rt.block_on(async {
+        let mut c = Client::connect(client_options(&home))
+            .await
+            .expect("connect");
+        let mut n = 0;
+        for i in 0..TURNS {
+            let key = format!("load-turn-{i:03}");
+            let h = c
+                .call_once("chat.history", Some(json!({"sessionKey": key, "limit": 5})))
+                .await
+                .expect("chat.history");
+            let last = h["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .cloned()
+                .unwrap_or_default();
+            let text = last["content"][0]["text"].as_str().unwrap_or("");
+            n += usize::from(last["role"] == "assistant" && text == full);
+        }
+        c.close().await;
+        n
+    });
 
     let (mut ok, mut not_final, mut wrong_text, mut wrong_deltas) = (0, 0, 0, 0);
     let mut send_errors = 0;
@@ -165,6 +189,7 @@ fn main() {
     let mut frames = 0;
     let mut sends = Vec::new();
     let mut last_end = go;
+    let mut missing_chars = 0;
     for r in &results {
         send_errors += r.send_errors;
         frames += r.frames;
@@ -182,6 +207,7 @@ fn main() {
                 wrong_text += 1;
             } else if v.deltas != full {
                 wrong_deltas += 1;
+                missing_chars += full.len().saturating_sub(v.deltas.len());
             } else {
                 ok += 1;
             }
@@ -198,6 +224,11 @@ fn main() {
         closed.len(),
         wall.as_secs_f64(),
         (INTERVAL * (CHUNKS as u32 + 2)).as_secs_f64(),
+    );
+    println!(
+        "agent_load_200_stored transcripts_with_full_answer={stored_ok} turns={TURNS} \
+         delta_chars_missing={missing_chars} of_chars={}",
+        wrong_deltas * full.len()
     );
     println!(
         "agent_load_200_rss_mib before={} peak_sampled={} vmhwm={} after={} samples={samples}",

@@ -16,9 +16,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use molt_bench::{
-    Gateway, Home, agent_home, client_options, dist_fields, mib, ms, print_header,
-};
+use molt_bench::{Gateway, Home, agent_home, client_options, dist_fields, mib, ms, print_header};
 use molt_client::Client;
 use molt_fake_model::{FakeModel, Reply};
 use rusqlite::params;
@@ -149,7 +147,11 @@ fn now_ms() -> i64 {
 
 fn open_db(home: &Home) -> rusqlite::Connection {
     let path = home.state_dir().join("molt.db");
-    assert!(Path::new(&path).is_file(), "no database at {}", path.display());
+    assert!(
+        Path::new(&path).is_file(),
+        "no database at {}",
+        path.display()
+    );
     let db = rusqlite::Connection::open(&path).expect("open molt.db");
     db.execute_batch("PRAGMA busy_timeout=5000;")
         .expect("pragma");
@@ -247,7 +249,7 @@ fn history_bench(fake: &FakeModel) {
     });
     stop(gw);
     let grew = grow_transcript(&home, "agent:main:main", 3);
-    let (mut gw, ready) = start_timed(&home);
+    let (gw, ready) = start_timed(&home);
     println!(
         "# history: {MESSAGES} messages in agent:main:main ({} ms to insert); gateway ready in {} ms",
         grew.as_millis(),
@@ -343,7 +345,10 @@ fn history_bench(fake: &FakeModel) {
         );
         c.close().await;
     });
-    println!("# gateway rss after the history bench: {} MiB", mib(gw.rss_kib()));
+    println!(
+        "# gateway rss after the history bench: {} MiB",
+        mib(gw.rss_kib())
+    );
     stop(gw);
     molt_bench::print_log_summary("agent_store history", &home);
 }
