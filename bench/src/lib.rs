@@ -150,3 +150,93 @@ pub fn print_log_summary(label: &str, home: &Home) {
         println!("#   {n} x {m}");
     }
 }
+
+/// The API key the agent benches configure for the fake model.
+pub const AGENT_KEY: &str = "sk-bench";
+
+/// A config whose default agent model is `fake/fake-1`, an OpenAI-compatible provider at
+/// `base_url` (a `molt_fake_model::FakeModel`'s `openai_base_url()`), then `extra`.
+pub fn agent_config(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"[models.providers.fake]
+api = "openai-completions"
+base_url = "{base_url}"
+api_key = "{AGENT_KEY}"
+[[models.providers.fake.models]]
+id = "fake-1"
+[agents.defaults]
+model = "fake/fake-1"
+{extra}
+"#
+    )
+}
+
+/// [`bench_home`] with [`agent_config`]; the config holds a key, so it is made 0600 (the
+/// gateway refuses a readable one).
+pub fn agent_home(base_url: &str, extra: &str) -> Home {
+    use std::os::unix::fs::PermissionsExt;
+    let home = bench_home(Some(&agent_config(base_url, extra)));
+    std::fs::set_permissions(home.config_path(), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 0600 molt.toml");
+    home
+}
+
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
+}
+
+/// Samples a process's VmRSS every `every` on a thread until [`RssSampler::stop`], which
+/// returns the highest value seen (KiB) and the number of samples.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, usize)>,
+}
+
+impl RssSampler {
+    pub fn start(pid: i32, every: Duration) -> RssSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut peak, mut n) = (0, 0);
+            while !flag.load(Ordering::SeqCst) {
+                if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
+                    peak = peak.max(kib);
+                    n += 1;
+                }
+                std::thread::sleep(every);
+            }
+            (peak, n)
+        });
+        RssSampler { stop, thread }
+    }
+
+    pub fn stop(self) -> (u64, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("rss sampler thread")
+    }
+}
+
+/// p50, p99 and max of `v` (sorted in place) as `<name>_p50_<unit>=.. ..` fields, in
+/// microseconds (`us`) or milliseconds with 2 decimals (`ms`).
+pub fn dist_fields(name: &str, v: &mut [Duration], unit: &str) -> String {
+    v.sort();
+    let f = |d: Duration| if unit == "ms" { ms(d) } else { us(d) };
+    format!(
+        "{name}_p50_{unit}={} {name}_p99_{unit}={} {name}_max_{unit}={}",
+        f(percentile(v, 50.0)),
+        f(percentile(v, 99.0)),
+        f(v[v.len() - 1]),
+    )
+}

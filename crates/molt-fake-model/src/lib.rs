@@ -26,4 +26,4 @@ mod server;
 mod wire;
 
 pub use reply::{DEFAULT_TEXT, Reply, ToolCall};
-pub use server::{Api, FakeModel, Recorded};
+pub use server::{Api, ChunkSent, FakeModel, Recorded};

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +45,21 @@ pub struct Recorded {
     /// The reply it got: a scripted or default one, or `Reply::status(401)` / `(400)` when
     /// the key check or the body's JSON failed (those do not consume the queue).
     pub reply: Reply,
+    /// When the handler got the complete request (headers and body), before answering.
+    pub received_at: Instant,
+}
+
+/// When one SSE data chunk was handed to its connection (see
+/// [`FakeModel::record_chunk_times`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSent {
+    /// The request it answers: its number from 1, so `requests()[request - 1]`.
+    pub request: usize,
+    /// Its position among that response's SSE data chunks, from 0 (for OpenAI, chunk 0 is
+    /// the role chunk and text chunk `i` is chunk `i + 1`).
+    pub index: usize,
+    /// When the body stream yielded it to the HTTP connection, just before it is written.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -63,6 +78,9 @@ struct Shared {
     /// Signalled whenever a request is recorded, for `wait_for_requests`.
     arrived: Condvar,
     chunks_sent: AtomicUsize,
+    /// Whether `chunk_log` records each chunk (off unless a bench asks: it takes a lock).
+    log_chunks: AtomicBool,
+    chunk_log: Mutex<Vec<ChunkSent>>,
     key: Option<String>,
 }
 
@@ -147,6 +165,8 @@ impl FakeModel {
             }),
             arrived: Condvar::new(),
             chunks_sent: AtomicUsize::new(0),
+            log_chunks: AtomicBool::new(false),
+            chunk_log: Mutex::new(Vec::new()),
             key,
         });
         let app = Router::new()
@@ -241,6 +261,30 @@ impl FakeModel {
         self.shared.chunks_sent.load(Ordering::SeqCst)
     }
 
+    /// Starts (`true`) or stops recording when each SSE data chunk is sent, for
+    /// [`FakeModel::chunk_times`]. Off by default.
+    pub fn record_chunk_times(&self, on: bool) {
+        self.shared.log_chunks.store(on, Ordering::SeqCst);
+    }
+
+    /// Every SSE data chunk sent while recording was on, in the order they were sent.
+    pub fn chunk_times(&self) -> Vec<ChunkSent> {
+        self.shared
+            .chunk_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the chunk times recorded so far.
+    pub fn clear_chunk_times(&self) {
+        self.shared
+            .chunk_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Waits until at least `n` requests have been received; false if `timeout` passed first.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -313,6 +357,7 @@ fn answer(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
+    let received_at = Instant::now();
     let parsed = serde_json::from_slice::<Value>(body);
     let rejection = if !key_ok(api, shared.key.as_deref(), headers) {
         Some(Reply::status(401))
@@ -359,6 +404,7 @@ fn answer(
                 .collect(),
             body: body_value,
             reply: reply.clone(),
+            received_at,
         });
         let seq = state.requests.len();
         drop(state);
@@ -389,6 +435,7 @@ fn answer(
                 pieces,
                 reply.interval,
                 Arc::clone(shared),
+                seq,
             )));
             let headers = response.headers_mut();
             headers.insert(
@@ -444,17 +491,26 @@ fn body_stream(
     pieces: Vec<Piece>,
     interval: Duration,
     shared: Arc<Shared>,
+    request: usize,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     futures_util::stream::unfold(
-        (pieces.into_iter(), true, shared),
+        (pieces.into_iter().enumerate(), true, shared),
         move |(mut pieces, first, shared)| async move {
-            let piece = pieces.next()?;
+            let (index, piece) = pieces.next()?;
             if !first && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }
             let item = match piece {
                 Piece::Data(bytes) => {
                     shared.chunks_sent.fetch_add(1, Ordering::SeqCst);
+                    if shared.log_chunks.load(Ordering::Relaxed) {
+                        let at = Instant::now();
+                        shared
+                            .chunk_log
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(ChunkSent { request, index, at });
+                    }
                     Ok(bytes)
                 }
                 Piece::Abort => {
