@@ -25,6 +25,8 @@ pub enum Outbound {
     Text(String),
     /// An event; the writer stamps the connection's next `seq`.
     Event(&'static str, Value),
+    /// A broadcast event whose payload was serialized once for every connection.
+    Shared(&'static str, Arc<str>),
     /// Close the socket with this code and reason.
     Close(u16, String),
 }
@@ -32,6 +34,8 @@ pub enum Outbound {
 /// A connected, authenticated client.
 pub struct Peer {
     pub tx: mpsc::Sender<Outbound>,
+    /// Wakes the connection's writer to close it at once (its queue may be full).
+    pub kick: Arc<tokio::sync::Notify>,
     pub presence: Value,
     /// It declared `caps: ["tool-events"]`: it gets the `agent` events of stream `tool`.
     pub tool_events: bool,
@@ -200,16 +204,29 @@ impl App {
     /// As [`App::broadcast`], to the peers `audience` admits.
     pub fn broadcast_to(&self, audience: Audience<'_>, event: &'static str, payload: Value) {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        for peer in peers.values().filter(|p| audience.admits(p)) {
-            if peer
-                .tx
-                .try_send(Outbound::Event(event, payload.clone()))
-                .is_err()
-            {
-                let _ = peer
-                    .tx
-                    .try_send(Outbound::Close(1008, "slow consumer".into()));
-            }
+        deliver(&peers, audience, event, &payload);
+    }
+}
+
+/// Queues `event` for the peers `audience` admits, serialized once for all of them.
+fn deliver(
+    peers: &HashMap<String, Peer>,
+    audience: Audience<'_>,
+    event: &'static str,
+    payload: &Value,
+) {
+    let mut raw: Option<Arc<str>> = None;
+    for peer in peers.values().filter(|p| audience.admits(p)) {
+        let text = raw
+            .get_or_insert_with(|| payload.to_string().into())
+            .clone();
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            peer.tx.try_send(Outbound::Shared(event, text))
+        {
+            // Its queue is full, so a close queued behind it would wait too: the writer is
+            // woken directly and closes with 1008. The client reconnects and reads what it
+            // missed from history; a dropped event is never silent.
+            peer.kick.notify_one();
         }
     }
 }
@@ -234,4 +251,62 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(capacity: usize) -> (Peer, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let p = Peer {
+            tx,
+            kick: Arc::new(tokio::sync::Notify::new()),
+            presence: Value::Null,
+            tool_events: false,
+            sessions_changed: false,
+            message_keys: Default::default(),
+        };
+        (p, rx)
+    }
+
+    #[tokio::test]
+    async fn audiences_pick_their_peers_and_a_full_queue_wakes_the_writer_to_close() {
+        let (mut tools, mut tools_rx) = peer(8);
+        tools.tool_events = true;
+        let (mut watcher, mut watcher_rx) = peer(8);
+        watcher.message_keys.insert("agent:main:main".into());
+        let (full, _full_rx) = peer(1);
+        let kick = full.kick.clone();
+        let peers: HashMap<String, Peer> = [("t", tools), ("w", watcher), ("f", full)]
+            .into_iter()
+            .map(|(k, p)| (k.to_owned(), p))
+            .collect();
+        let send = |audience: Audience<'_>, event: &'static str| {
+            deliver(&peers, audience, event, &Value::Null);
+        };
+        send(Audience::ToolEvents, "agent");
+        send(
+            Audience::SessionMessages("agent:main:main"),
+            "session.message",
+        );
+        assert!(matches!(
+            tools_rx.try_recv(),
+            Ok(Outbound::Shared("agent", _))
+        ));
+        assert!(
+            tools_rx.try_recv().is_err(),
+            "not subscribed to the session"
+        );
+        assert!(matches!(
+            watcher_rx.try_recv(),
+            Ok(Outbound::Shared("session.message", _))
+        ));
+        // Two events for a queue of one: the second wakes the writer, which closes at once.
+        send(Audience::All, "chat");
+        send(Audience::All, "chat");
+        tokio::time::timeout(std::time::Duration::from_secs(5), kick.notified())
+            .await
+            .expect("the full peer's writer is woken");
+    }
 }

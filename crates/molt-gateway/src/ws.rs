@@ -21,7 +21,7 @@ use crate::fsutil::random_hex;
 use crate::router::{Caller, Router as Methods};
 
 /// Frames queued for one client before it counts as a slow consumer.
-const OUTBOUND_QUEUE: usize = 256;
+const OUTBOUND_QUEUE: usize = 4096;
 
 /// An authenticated connection.
 pub struct Session {
@@ -52,9 +52,22 @@ pub async fn serve_conn(
     };
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let kick = Arc::new(tokio::sync::Notify::new());
+    let kicked = kick.clone();
     let writer = tokio::spawn(async move {
         let mut seq: u64 = 0;
-        while let Some(out) = rx.recv().await {
+        loop {
+            let out = tokio::select! {
+                biased;
+                _ = kicked.notified() => Outbound::Close(
+                    close::POLICY,
+                    "slow consumer: events were dropped; reconnect and read chat.history".into(),
+                ),
+                out = rx.recv() => match out {
+                    Some(o) => o,
+                    None => break,
+                },
+            };
             let msg = match out {
                 Outbound::Text(t) => Message::Text(t.into()),
                 Outbound::Event(name, payload) => {
@@ -63,6 +76,17 @@ pub async fn serve_conn(
                         ServerFrame::Event(EventFrame::new(name, payload, Some(seq)))
                             .to_text()
                             .into(),
+                    )
+                }
+                Outbound::Shared(name, raw) => {
+                    seq += 1;
+                    // The frame around a payload serialized once for all connections; event
+                    // names are fixed identifiers, so they need no escaping.
+                    Message::Text(
+                        format!(
+                            r#"{{"type":"event","event":"{name}","payload":{raw},"seq":{seq}}}"#
+                        )
+                        .into(),
                     )
                 }
                 Outbound::Close(code, reason) => {
@@ -75,7 +99,11 @@ pub async fn serve_conn(
                     break;
                 }
             };
-            if sink.send(msg).await.is_err() {
+            // Frames queued together go out in one flush.
+            if sink.feed(msg).await.is_err() {
+                break;
+            }
+            if rx.is_empty() && sink.flush().await.is_err() {
                 break;
             }
         }
@@ -148,7 +176,7 @@ pub async fn serve_conn(
                     .send(Outbound::Text(ResponseFrame::ok(hello_id, hello).to_text()))
                     .await;
                 // Registered after the hello is queued, so broadcasts never precede it.
-                register(&app, &session, tx.clone(), presence);
+                register(&app, &session, tx.clone(), kick.clone(), presence);
                 Some(session)
             }
             Err(r) => {
@@ -575,11 +603,18 @@ pub fn snapshot(app: &App, extra: Option<&Value>) -> Value {
 }
 
 /// Adds an authenticated connection to the broadcast set.
-fn register(app: &App, session: &Session, tx: mpsc::Sender<Outbound>, presence: Value) {
+fn register(
+    app: &App,
+    session: &Session,
+    tx: mpsc::Sender<Outbound>,
+    kick: Arc<tokio::sync::Notify>,
+    presence: Value,
+) {
     lock(&app.peers).insert(
         session.conn_id.clone(),
         Peer {
             tx,
+            kick,
             presence,
             tool_events: session.tool_events,
             sessions_changed: false,
