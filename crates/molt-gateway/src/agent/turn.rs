@@ -61,7 +61,12 @@ impl Agent {
                 let t = s
                     .turn(&rid)?
                     .ok_or_else(|| StoreError::NoSuchRun(rid.clone()))?;
-                let sess = s.ensure_session(&t.session_key, &t.agent_id)?;
+                // The session exists since the turn was submitted (a read, not a commit, on
+                // the path to the model request); it is made again only if deleted meanwhile.
+                let sess = match s.session(&t.session_key)? {
+                    Some(sess) => sess,
+                    None => s.ensure_session(&t.session_key, &t.agent_id)?,
+                };
                 Ok((t, sess))
             })
             .await?;
