@@ -750,3 +750,47 @@ fn the_cli_talks_to_the_agent_and_rides_through_a_handover() {
     let list = home.cli_json(&["sessions", "list", "--json"]);
     assert!(!list.to_string().contains("cli-chat"));
 }
+
+#[test]
+fn a_client_that_leaves_while_its_agent_run_goes_on_is_not_kept_open() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "fake/fake-1", "");
+    let _gw = home.start();
+    fake.push(
+        Reply::text_chunks((0..60).map(|i| format!("l{i} "))).interval(Duration::from_millis(100)),
+    );
+    rt().block_on(async {
+        let mut gone = connect_within(&home, Duration::from_secs(5)).await;
+        let accepted = gone
+            .call(
+                "agent",
+                Some(json!({"message": "long", "idempotencyKey": "leave-1"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(accepted["status"], "accepted");
+        gone.close().await;
+        let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        let t0 = Instant::now();
+        loop {
+            let s = c.call("status", Some(json!({}))).await.unwrap();
+            if s["connections"] == 1 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "the left connection lingers: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The run itself goes on and finishes.
+        let w = c
+            .call(
+                "agent.wait",
+                Some(json!({"runId": "leave-1", "timeoutMs": 20000})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w["status"], "ok", "{w}");
+    });
+}

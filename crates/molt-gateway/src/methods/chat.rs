@@ -278,6 +278,9 @@ async fn run_agent(
         .map(Duration::from_secs)
         .unwrap_or(AGENT_DEFAULT_WAIT);
     let answered = caller.after_answer();
+    // Weak: a waiting final answer must not keep a closed connection's writer alive.
+    let (out, request_id) = (caller.out.downgrade(), caller.request_id.clone());
+    drop(caller);
     let (me, rid, started) = (agent.clone(), run_id.clone(), now_ms());
     tokio::spawn(async move {
         let ended = me.wait(&rid, wait_for).await;
@@ -292,9 +295,9 @@ async fn run_agent(
         };
         // The final answer must follow the accepted one on the wire.
         let _ = answered.await;
-        if let Ok(v) = serde_json::to_value(result) {
-            let frame = ResponseFrame::ok(caller.request_id.clone(), v);
-            let _ = caller.out.send(Outbound::Text(frame.to_text())).await;
+        if let (Ok(v), Some(out)) = (serde_json::to_value(result), out.upgrade()) {
+            let frame = ResponseFrame::ok(request_id, v);
+            let _ = out.send(Outbound::Text(frame.to_text())).await;
         }
     });
     Ok(AgentResult {
