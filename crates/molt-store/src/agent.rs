@@ -102,6 +102,18 @@ pub enum Submitted {
     Steered { into: String },
     /// A run with this id exists already; nothing was started.
     Duplicate(Box<TurnRecord>),
+    /// A new turn, leased to the submitting boot with its first model step started, in the
+    /// same commit as the submission (the session had no running turn).
+    Started(Box<StartedTurn>),
+}
+
+/// A turn whose first step the submitting process started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartedTurn {
+    pub session_id: String,
+    pub step: StepRecord,
+    /// The turn's message, now in the transcript.
+    pub moved: Vec<StoredMessage>,
 }
 
 /// What a finished model step leads to.
@@ -371,6 +383,43 @@ fn take_inputs(tx: &Transaction<'_>, run: &RunId, key: &str) -> Result<Vec<Store
     Ok(out)
 }
 
+/// Leases the just-created turn `t` to `boot` and starts its first (model) step.
+fn start_now(tx: &Transaction<'_>, t: &NewTurn<'_>, boot: Boot, now: i64) -> Result<StartedTurn> {
+    tx.execute(
+        "UPDATE runs SET state = 'running', lease_epoch = ?2, lease_pid = ?3 WHERE id = ?1",
+        params![t.run_id, boot.epoch, boot.pid],
+    )
+    .ctx("leasing the new turn")?;
+    let run = RunId(t.run_id.to_owned());
+    let moved = take_inputs(tx, &run, t.session_key)?;
+    tx.execute(
+        "UPDATE steps SET state = 'running', attempts = 1, started_at_ms = ?2
+         WHERE run_id = ?1 AND idx = 0",
+        params![t.run_id, now],
+    )
+    .ctx("starting the first step")?;
+    let session_id = moved
+        .first()
+        .map(|m| m.session_id.clone())
+        .unwrap_or_default();
+    Ok(StartedTurn {
+        session_id,
+        step: StepRecord {
+            index: 0,
+            spec: StepSpec::Model {},
+            state: molt_protocol::methods::tasks::StepState::Running,
+            attempts: 1,
+            effect_key: format!("{}:0", t.run_id),
+            exit_code: None,
+            output_tail: None,
+            started_at_ms: Some(now),
+            finished_at_ms: None,
+            error: None,
+        },
+        moved,
+    })
+}
+
 /// Ends a turn's run in `state` with `error` (none for success) and records its outcome.
 #[allow(clippy::too_many_arguments)]
 fn close_turn(
@@ -594,8 +643,11 @@ impl Store {
     }
 
     /// Submits a message to a session: a new turn, or input for the active one, by `mode`.
-    /// Commits before returning, so the runId it answers with is durable.
-    pub fn submit_turn(&mut self, t: &NewTurn<'_>) -> Result<Submitted> {
+    /// Commits before returning, so the runId it answers with is durable. With `start_as`,
+    /// a new turn in a session with no active turn is leased to that boot and its first step
+    /// started in the same commit, so nothing else stands between the submission and the
+    /// model call.
+    pub fn submit_turn(&mut self, t: &NewTurn<'_>, start_as: Option<Boot>) -> Result<Submitted> {
         let tx = self.write_tx().ctx("starting submit_turn")?;
         if let Some(existing) = turn_tx(&tx, t.run_id)? {
             return Ok(Submitted::Duplicate(Box::new(existing)));
@@ -671,8 +723,15 @@ impl Store {
             params![t.session_key, t.run_id, now],
         )
         .ctx("touching session")?;
+        let started = match start_as {
+            Some(boot) if active.is_none() => Some(start_now(&tx, t, boot, now)?),
+            _ => None,
+        };
         tx.commit().ctx("committing turn")?;
-        Ok(Submitted::Queued)
+        Ok(match started {
+            Some(s) => Submitted::Started(Box::new(s)),
+            None => Submitted::Queued,
+        })
     }
 
     /// A turn by its run id.

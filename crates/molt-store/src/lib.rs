@@ -21,7 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use agent::{
-    NewTurn, QueueMode, SessionRecord, StoredMessage, Submitted, TurnProgress, TurnRecord,
+    NewTurn, QueueMode, SessionRecord, StartedTurn, StoredMessage, Submitted, TurnProgress,
+    TurnRecord,
 };
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 /// The newest database schema version this build knows.

@@ -332,7 +332,7 @@ mod agent_turns {
         let (_d, mut s) = temp_store();
         let boot = s.begin_boot(1, "v", "b").unwrap();
         assert_eq!(
-            s.submit_turn(&turn("r1", "hello", QueueMode::Steer))
+            s.submit_turn(&turn("r1", "hello", QueueMode::Steer), None)
                 .unwrap(),
             Submitted::Queued
         );
@@ -389,7 +389,7 @@ mod agent_turns {
         );
         // A repeated runId starts nothing.
         assert!(matches!(
-            s.submit_turn(&turn("r1", "hello", QueueMode::Steer)).unwrap(),
+            s.submit_turn(&turn("r1", "hello", QueueMode::Steer), None).unwrap(),
             Submitted::Duplicate(t) if t.state == RunState::Succeeded
         ));
     }
@@ -398,15 +398,17 @@ mod agent_turns {
     fn steer_joins_the_active_turn_followup_waits_and_a_stale_boot_records_nothing() {
         let (_d, mut s) = temp_store();
         let old = s.begin_boot(1, "v", "b").unwrap();
-        s.submit_turn(&turn("r1", "one", QueueMode::Steer)).unwrap();
+        s.submit_turn(&turn("r1", "one", QueueMode::Steer), None)
+            .unwrap();
         let run = s.claim_next_turn(old).unwrap().unwrap();
         s.start_turn_step(&run, old).unwrap().unwrap();
         assert_eq!(
-            s.submit_turn(&turn("r2", "two", QueueMode::Steer)).unwrap(),
+            s.submit_turn(&turn("r2", "two", QueueMode::Steer), None)
+                .unwrap(),
             Submitted::Steered { into: "r1".into() }
         );
         assert_eq!(
-            s.submit_turn(&turn("r3", "three", QueueMode::Followup))
+            s.submit_turn(&turn("r3", "three", QueueMode::Followup), None)
                 .unwrap(),
             Submitted::Queued
         );
@@ -434,6 +436,36 @@ mod agent_turns {
         s.finish_model_step(&run, 1, new, &answer("b", None), 5)
             .unwrap();
         assert_eq!(s.claim_next_turn(new).unwrap().unwrap().0, "r3");
+    }
+
+    #[test]
+    fn a_turn_for_an_idle_session_starts_in_the_submitting_commit() {
+        let (_d, mut s) = temp_store();
+        let boot = s.begin_boot(1, "v", "b").unwrap();
+        let Submitted::Started(started) = s
+            .submit_turn(&turn("r1", "hi", QueueMode::Steer), Some(boot))
+            .unwrap()
+        else {
+            panic!("an idle session's turn starts at once");
+        };
+        assert_eq!((started.step.index, started.step.attempts), (0, 1));
+        assert_eq!(started.moved.len(), 1, "its message is in the transcript");
+        let run = s.get_run("r1").unwrap();
+        assert_eq!(run.state, RunState::Running);
+        assert_eq!(run.lease.map(|l| l.epoch), Some(boot.epoch));
+        assert_eq!(run.steps[0].state, StepState::Running);
+        // A busy session's next turn waits, whatever the caller offers.
+        assert_eq!(
+            s.submit_turn(&turn("r2", "next", QueueMode::Followup), Some(boot))
+                .unwrap(),
+            Submitted::Queued
+        );
+        assert_eq!(s.claim_next_turn(boot).unwrap(), None);
+        let (_, p) = s
+            .finish_model_step(&RunId("r1".into()), 0, boot, &answer("a", None), 1)
+            .unwrap();
+        assert_eq!(p, TurnProgress::Finished);
+        assert_eq!(s.claim_next_turn(boot).unwrap().unwrap().0, "r2");
     }
 
     #[test]

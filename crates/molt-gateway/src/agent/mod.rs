@@ -192,25 +192,63 @@ impl Agent {
     /// Submits a message. A new turn wakes the dispatcher; an interrupt first stops the
     /// session's active turns; a steered message tells its own runId's listeners that it was
     /// taken in (a bare `final`, as OpenClaw does).
-    pub async fn submit(&self, req: TurnRequest) -> Result<Submitted, molt_store::StoreError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        req: TurnRequest,
+    ) -> Result<Submitted, molt_store::StoreError> {
         if req.mode == molt_store::QueueMode::Interrupt {
             self.cancel(&req.session_key, None).await?;
         }
         let r = req.clone();
+        // While admitting, a turn for an idle session starts in the submitting commit.
+        let start_as = (*self.admitting.borrow()).then_some(self.boot);
         let out = self
             .store
             .call(move |s| {
-                s.submit_turn(&NewTurn {
-                    run_id: &r.run_id,
-                    session_key: &r.session_key,
-                    agent_id: &r.agent_id,
-                    text: &r.text,
-                    mode: r.mode,
-                    origin: r.origin,
-                })
+                s.submit_turn(
+                    &NewTurn {
+                        run_id: &r.run_id,
+                        session_key: &r.session_key,
+                        agent_id: &r.agent_id,
+                        text: &r.text,
+                        mode: r.mode,
+                        origin: r.origin,
+                    },
+                    start_as,
+                )
             })
             .await?;
         match &out {
+            Submitted::Started(started) => {
+                let turn = TurnRecord {
+                    run_id: req.run_id.clone(),
+                    session_key: req.session_key.clone(),
+                    agent_id: req.agent_id.clone(),
+                    origin: req.origin.to_owned(),
+                    state: molt_store::RunState::Running,
+                    event_seq: 0,
+                    final_text: None,
+                    stop_reason: None,
+                    error_kind: None,
+                    error: None,
+                    usage: Default::default(),
+                    model: None,
+                    created_at_ms: started.step.started_at_ms.unwrap_or_default(),
+                    finished_at_ms: None,
+                };
+                let first = turn::Resume {
+                    turn,
+                    session_id: started.session_id.clone(),
+                    first: Some((started.step.clone(), started.moved.clone())),
+                };
+                self.active.send_modify(|n| *n += 1);
+                let me = self.clone();
+                let id = molt_store::RunId(req.run_id.clone());
+                tokio::spawn(async move {
+                    me.drive(id, Some(first)).await;
+                    me.active.send_modify(|n| *n -= 1);
+                });
+            }
             Submitted::Queued => self.wake.notify_one(),
             Submitted::Steered { .. } => {
                 let mut e = events::Emitter::new(
@@ -303,7 +341,7 @@ impl Agent {
                         self.active.send_modify(|n| *n += 1);
                         let me = self.clone();
                         tokio::spawn(async move {
-                            me.drive(id).await;
+                            me.drive(id, None).await;
                             me.active.send_modify(|n| *n -= 1);
                         });
                     }

@@ -17,6 +17,15 @@ use super::events::Emitter;
 use super::tools::{Stop, ToolContext, ToolEnd};
 use crate::app::now_ms;
 
+/// What a driver starts from when its caller already holds it.
+pub(super) struct Resume {
+    pub turn: TurnRecord,
+    pub session_id: String,
+    /// The first step, already started (attempt 1), with the messages it moved into the
+    /// transcript.
+    pub first: Option<(StepRecord, Vec<molt_store::StoredMessage>)>,
+}
+
 /// How a model call ended. Lives on the stack for one match: boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
 enum Called {
@@ -36,10 +45,11 @@ enum StepEnd {
 }
 
 impl Agent {
-    /// Drives a leased turn until it ends or must be released.
-    pub(super) async fn drive(self: &Arc<Self>, run: RunId) {
+    /// Drives a leased turn until it ends or must be released. `resume` carries what the
+    /// submitting call already holds (the turn, and its first step if it started it).
+    pub(super) async fn drive(self: &Arc<Self>, run: RunId, resume: Option<Resume>) {
         let cancel = self.track(&run.0);
-        if let Err(e) = self.drive_steps(&run, &cancel).await {
+        if let Err(e) = self.drive_steps(&run, &cancel, resume).await {
             match e {
                 StoreError::LeaseLost { .. } => {
                     tracing::warn!(run = %run, error = %e, "turn lost its lease; another process continues it")
@@ -52,55 +62,78 @@ impl Agent {
         self.untrack(&run.0);
     }
 
-    async fn drive_steps(self: &Arc<Self>, run: &RunId, cancel: &Notify) -> Result<(), StoreError> {
+    async fn drive_steps(
+        self: &Arc<Self>,
+        run: &RunId,
+        cancel: &Notify,
+        resume: Option<Resume>,
+    ) -> Result<(), StoreError> {
         let boot = self.boot;
-        let rid = run.0.clone();
-        let (turn, session) = self
-            .store
-            .call(move |s| -> Result<_, StoreError> {
-                let t = s
-                    .turn(&rid)?
-                    .ok_or_else(|| StoreError::NoSuchRun(rid.clone()))?;
-                // The session exists since the turn was submitted (a read, not a commit, on
-                // the path to the model request); it is made again only if deleted meanwhile.
-                let sess = match s.session(&t.session_key)? {
-                    Some(sess) => sess,
-                    None => s.ensure_session(&t.session_key, &t.agent_id)?,
-                };
-                Ok((t, sess))
-            })
-            .await?;
+        let Resume {
+            turn,
+            session_id,
+            mut first,
+        } = match resume {
+            Some(r) => r,
+            None => {
+                let rid = run.0.clone();
+                self.store
+                    .call(move |s| -> Result<_, StoreError> {
+                        let t = s
+                            .turn(&rid)?
+                            .ok_or_else(|| StoreError::NoSuchRun(rid.clone()))?;
+                        // The session exists since the turn was submitted; it is made again
+                        // only if it was deleted meanwhile.
+                        let sess = match s.session(&t.session_key)? {
+                            Some(sess) => sess,
+                            None => s.ensure_session(&t.session_key, &t.agent_id)?,
+                        };
+                        Ok(Resume {
+                            turn: t,
+                            session_id: sess.session_id,
+                            first: None,
+                        })
+                    })
+                    .await?
+            }
+        };
         let mut em = Emitter::new(
             self.sink.clone(),
             &turn.run_id,
             &turn.session_key,
             &turn.agent_id,
-            &session.session_id,
+            &session_id,
             turn.event_seq,
         );
         loop {
-            let rid = run.clone();
-            let cancelled = self.store.call(move |s| s.cancel_requested(&rid)).await?;
-            if cancelled {
-                self.end_cancelled(run, None, &mut em).await?;
-                return Ok(());
-            }
-            if !*self.admitting.borrow() || *self.abort.borrow() {
-                return self
-                    .release(
-                        run,
-                        &em,
-                        "gateway stopping or handing over: step not started",
-                    )
-                    .await;
-            }
-            let rid = run.clone();
-            let Some((step, moved)) = self
-                .store
-                .call(move |s| s.start_turn_step(&rid, boot))
-                .await?
-            else {
-                return Ok(());
+            let (step, moved) = match first.take() {
+                Some(started) => started,
+                None => {
+                    let rid = run.clone();
+                    let cancelled = self.store.call(move |s| s.cancel_requested(&rid)).await?;
+                    if cancelled {
+                        self.end_cancelled(run, None, &mut em).await?;
+                        return Ok(());
+                    }
+                    if !*self.admitting.borrow() || *self.abort.borrow() {
+                        return self
+                            .release(
+                                run,
+                                &em,
+                                "gateway stopping or handing over: step not started",
+                            )
+                            .await;
+                    }
+                    let rid = run.clone();
+                    let Some(started) = self
+                        .store
+                        .call(move |s| s.start_turn_step(&rid, boot))
+                        .await?
+                    else {
+                        return Ok(());
+                    };
+                    started
+                }
             };
             if step.index == 0 && step.attempts == 1 {
                 em.agent(

@@ -53,13 +53,18 @@ fn need(field: &str, value: &str) -> Result<(), ErrorShape> {
 }
 
 /// What `chat.send` and `sessions.send` share: submit, and answer with the run's status.
-pub(super) async fn submit(agent: &Agent, req: TurnRequest) -> Result<ChatSendResult, ErrorShape> {
+pub(super) async fn submit(
+    agent: &Arc<Agent>,
+    req: TurnRequest,
+) -> Result<ChatSendResult, ErrorShape> {
     let run_id = req.run_id.clone();
     let out = agent.submit(req).await.map_err(store_err)?;
     Ok(ChatSendResult {
         run_id,
         status: match out {
-            Submitted::Queued | Submitted::Steered { .. } => "started".into(),
+            Submitted::Queued | Submitted::Started(_) | Submitted::Steered { .. } => {
+                "started".into()
+            }
             Submitted::Duplicate(t) => wait_status(&t).into(),
         },
     })
