@@ -420,6 +420,16 @@ fn start_now(tx: &Transaction<'_>, t: &NewTurn<'_>, boot: Boot, now: i64) -> Res
     })
 }
 
+/// The session a turn belongs to.
+fn turn_session_key(tx: &Transaction<'_>, run: &RunId) -> Result<String> {
+    tx.query_row(
+        "SELECT session_key FROM turns WHERE run_id = ?1",
+        [&run.0],
+        |r| r.get(0),
+    )
+    .ctx("reading the turn's session")
+}
+
 /// Ends a turn's run in `state` with `error` (none for success) and records its outcome.
 #[allow(clippy::too_many_arguments)]
 fn close_turn(
@@ -821,13 +831,7 @@ impl Store {
         let spec: StepSpec = serde_json::from_str(&spec)
             .map_err(|e| StoreError::Corrupt(format!("step {run}:{next}: {e}")))?;
         let moved = if matches!(spec, StepSpec::Model {}) {
-            let key: String = tx
-                .query_row(
-                    "SELECT session_key FROM turns WHERE run_id = ?1",
-                    [&run.0],
-                    |r| r.get(0),
-                )
-                .ctx("reading turn session")?;
+            let key = turn_session_key(&tx, run)?;
             take_inputs(&tx, run, &key)?
         } else {
             Vec::new()
@@ -962,13 +966,7 @@ impl Store {
                 "turn {run} is at step {next}, not {index}"
             )));
         }
-        let key: String = tx
-            .query_row(
-                "SELECT session_key FROM turns WHERE run_id = ?1",
-                [&run.0],
-                |r| r.get(0),
-            )
-            .ctx("reading turn")?;
+        let key = turn_session_key(&tx, run)?;
         let is_error = matches!(result, Message::ToolResult(r) if r.is_error);
         end_step(
             &tx,
@@ -1003,13 +1001,7 @@ impl Store {
     ) -> Result<Vec<StoredMessage>> {
         let tx = self.write_tx().ctx("starting fail_turn")?;
         check_lease(&tx, run, boot)?;
-        let key: String = tx
-            .query_row(
-                "SELECT session_key FROM turns WHERE run_id = ?1",
-                [&run.0],
-                |r| r.get(0),
-            )
-            .ctx("reading turn")?;
+        let key = turn_session_key(&tx, run)?;
         if let Some(i) = index {
             end_step(
                 &tx,
