@@ -86,6 +86,10 @@ pub struct Agent {
     relay_pending: Arc<watch::Sender<usize>>,
     admitting: watch::Sender<bool>,
     abort: watch::Sender<bool>,
+    /// Set with `abort` when a successor takes over: interrupted turns are released to it
+    /// at once. On a stop they are left leased to this dead-to-be boot instead, so the stop
+    /// spends no commit on them; the next start re-queues them like after a crash.
+    release_on_abort: std::sync::atomic::AtomicBool,
     wake: Notify,
     /// Cancel triggers of turns driven here.
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
@@ -130,6 +134,7 @@ impl Agent {
             relay_pending,
             admitting: watch::Sender::new(true),
             abort: watch::Sender::new(false),
+            release_on_abort: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             inflight: Mutex::new(HashMap::new()),
             active: watch::Sender::new(0),
@@ -504,6 +509,13 @@ impl Subsystem for Agent {
     /// Stops every model stream and tool call in flight; each turn goes back to the queue
     /// at the step it was in.
     fn abort(&self) {
+        self.abort.send_replace(true);
+    }
+
+    /// As `abort`, but each interrupted turn is released to the successor right away.
+    fn release_to_successor(&self) {
+        self.release_on_abort
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.abort.send_replace(true);
     }
 }

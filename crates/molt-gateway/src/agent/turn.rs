@@ -270,7 +270,7 @@ impl Agent {
         };
         let answer = match result {
             Called::Aborted => {
-                self.release(
+                self.interrupted(
                     run,
                     em,
                     "interrupted: the gateway stopped mid-stream; the model call is issued again",
@@ -397,7 +397,12 @@ impl Agent {
                 return Ok(StepEnd::TurnOver);
             }
             ToolEnd::Stopped(Stop::Abort) => {
-                self.release(run, em, "interrupted: the gateway stopped during a tool call; it runs again with its effect key").await?;
+                self.interrupted(
+                    run,
+                    em,
+                    "interrupted: the gateway stopped during a tool call; it runs again with its effect key",
+                )
+                .await?;
                 return Ok(StepEnd::Released);
             }
             ToolEnd::Done {
@@ -443,6 +448,20 @@ impl Agent {
             .call(move |s| s.finish_tool_step(&rid, index, boot, &result, seq))
             .await?;
         Ok(StepEnd::Continue)
+    }
+
+    /// A step cut short by `abort`. For a successor, the turn is released now; on a stop it
+    /// stays leased to this boot, and the next start re-queues it (the step runs again, its
+    /// attempt counted), so the stop path commits nothing for it.
+    async fn interrupted(&self, run: &RunId, em: &Emitter, why: &str) -> Result<(), StoreError> {
+        if self
+            .release_on_abort
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return self.release(run, em, why).await;
+        }
+        tracing::info!(run = %run, why, "turn left for the next start");
+        Ok(())
     }
 
     /// Gives the turn back to the queue at this boundary; its next holder resumes it.
