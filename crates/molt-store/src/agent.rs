@@ -110,6 +110,7 @@ pub enum Submitted {
 /// A turn whose first step the submitting process started.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartedTurn {
+    pub turn: TurnRecord,
     pub session_id: String,
     pub step: StepRecord,
     /// The turn's message, now in the transcript.
@@ -402,7 +403,10 @@ fn start_now(tx: &Transaction<'_>, t: &NewTurn<'_>, boot: Boot, now: i64) -> Res
         .first()
         .map(|m| m.session_id.clone())
         .unwrap_or_default();
+    let turn = turn_tx(tx, t.run_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("turn {} vanished", t.run_id)))?;
     Ok(StartedTurn {
+        turn,
         session_id,
         step: StepRecord {
             index: 0,
@@ -477,6 +481,10 @@ impl Store {
 
     /// The session `key`, created for `agent_id` if it does not exist.
     pub fn ensure_session(&mut self, key: &str, agent_id: &str) -> Result<SessionRecord> {
+        // Most calls find it: a read, and a write transaction (a commit) only to create it.
+        if let Some(s) = self.session(key)? {
+            return Ok(s);
+        }
         let tx = self.write_tx().ctx("starting ensure_session")?;
         let s = ensure_session_tx(&tx, key, agent_id)?;
         tx.commit().ctx("committing session")?;

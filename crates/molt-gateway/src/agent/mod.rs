@@ -225,24 +225,8 @@ impl Agent {
             .await?;
         match &out {
             Submitted::Started(started) => {
-                let turn = TurnRecord {
-                    run_id: req.run_id.clone(),
-                    session_key: req.session_key.clone(),
-                    agent_id: req.agent_id.clone(),
-                    origin: req.origin.to_owned(),
-                    state: molt_store::RunState::Running,
-                    event_seq: 0,
-                    final_text: None,
-                    stop_reason: None,
-                    error_kind: None,
-                    error: None,
-                    usage: Default::default(),
-                    model: None,
-                    created_at_ms: started.step.started_at_ms.unwrap_or_default(),
-                    finished_at_ms: None,
-                };
                 let first = turn::Resume {
-                    turn,
+                    turn: started.turn.clone(),
                     session_id: started.session_id.clone(),
                     first: Some((started.step.clone(), started.moved.clone())),
                 };

@@ -82,12 +82,7 @@ impl Agent {
                         let t = s
                             .turn(&rid)?
                             .ok_or_else(|| StoreError::NoSuchRun(rid.clone()))?;
-                        // The session exists since the turn was submitted; it is made again
-                        // only if it was deleted meanwhile.
-                        let sess = match s.session(&t.session_key)? {
-                            Some(sess) => sess,
-                            None => s.ensure_session(&t.session_key, &t.agent_id)?,
-                        };
+                        let sess = s.ensure_session(&t.session_key, &t.agent_id)?;
                         Ok(Resume {
                             turn: t,
                             session_id: sess.session_id,

@@ -109,11 +109,7 @@ async fn history(
     let (session, (messages, has_more, total), active, waiting) = agent
         .store
         .call(move |s| -> Result<_, molt_store::StoreError> {
-            // A read: the session is made only the first time a client looks at it.
-            let session = match s.session(&k)? {
-                Some(sess) => sess,
-                None => s.ensure_session(&k, &a)?,
-            };
+            let session = s.ensure_session(&k, &a)?;
             Ok((
                 session,
                 s.history(&k, limit, before)?,
