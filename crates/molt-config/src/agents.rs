@@ -54,6 +54,18 @@ pub struct ModelConfig {
     pub max_tokens: u64,
 }
 
+impl ModelConfig {
+    /// A model the config does not list: the defaults a listed one gets.
+    pub fn unlisted(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: None,
+            context_window: default_context_window(),
+            max_tokens: default_max_tokens(),
+        }
+    }
+}
+
 fn default_context_window() -> u64 {
     128_000
 }

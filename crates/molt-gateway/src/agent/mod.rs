@@ -34,7 +34,7 @@ use crate::subsystem::Subsystem;
 use events::Sink;
 
 /// How often the successor of a handover looks for relayed events and released turns while
-/// its predecessor still holds some; short, because a person is watching the reply.
+/// its predecessor may still hold some; short, because a person is watching the reply.
 const RELAY_POLL: Duration = Duration::from_millis(25);
 /// How often an idle agent looks for queued turns it was not woken for.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -181,12 +181,7 @@ impl Agent {
             .iter()
             .find(|m| m.id == reference.model)
             .cloned()
-            .unwrap_or_else(|| ModelConfig {
-                id: reference.model.clone(),
-                name: None,
-                context_window: 128_000,
-                max_tokens: 4096,
-            });
+            .unwrap_or_else(|| ModelConfig::unlisted(&reference.model));
         Ok(ResolvedModel {
             reference,
             config,
@@ -230,13 +225,7 @@ impl Agent {
                     session_id: started.session_id.clone(),
                     first: Some((started.step.clone(), started.moved.clone())),
                 };
-                self.active.send_modify(|n| *n += 1);
-                let me = self.clone();
-                let id = molt_store::RunId(req.run_id.clone());
-                tokio::spawn(async move {
-                    me.drive(id, Some(first)).await;
-                    me.active.send_modify(|n| *n -= 1);
-                });
+                self.spawn_drive(molt_store::RunId(req.run_id.clone()), Some(first));
             }
             Submitted::Queued => self.wake.notify_one(),
             Submitted::Steered { .. } => {
@@ -316,9 +305,20 @@ impl Agent {
         }
     }
 
+    /// Drives a leased turn on its own task, counted in flight until it lets go.
+    fn spawn_drive(self: &Arc<Self>, id: molt_store::RunId, resume: Option<turn::Resume>) {
+        self.active.send_modify(|n| *n += 1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.drive(id, resume).await;
+            me.active.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Claims queued turns whenever woken: by a submission, by the relay reader while a
+    /// predecessor may release turns, or by its own idle timer.
     async fn dispatch(self: Arc<Self>) {
         let mut admitting = self.admitting.subscribe();
-        let epoch = self.boot.epoch;
         loop {
             if !*admitting.borrow() {
                 return;
@@ -326,14 +326,7 @@ impl Agent {
             loop {
                 let boot = self.boot;
                 match self.store.call(move |s| s.claim_next_turn(boot)).await {
-                    Ok(Some(id)) => {
-                        self.active.send_modify(|n| *n += 1);
-                        let me = self.clone();
-                        tokio::spawn(async move {
-                            me.drive(id, None).await;
-                            me.active.send_modify(|n| *n -= 1);
-                        });
-                    }
+                    Ok(Some(id)) => self.spawn_drive(id, None),
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot claim turns; retrying");
@@ -341,15 +334,9 @@ impl Agent {
                     }
                 }
             }
-            let elsewhere = self
-                .store
-                .call(move |s| s.turns_leased_elsewhere(epoch))
-                .await
-                .unwrap_or(false);
-            let poll = if elsewhere { RELAY_POLL } else { IDLE_POLL };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = admitting.wait_for(|open| !open) => return,
             }
         }
@@ -366,7 +353,8 @@ impl Agent {
         }
     }
 
-    /// Sends events a predecessor relayed, while it still holds turns.
+    /// Sends events a predecessor relayed, while it still holds turns, and meanwhile wakes
+    /// the dispatcher at the same pace, so a turn the predecessor releases is claimed at once.
     async fn read_relay(self: Arc<Self>) {
         // Events relayed since this process started are for it: a predecessor starts relaying
         // only once this process is ready, which is after it started.
@@ -406,8 +394,9 @@ impl Agent {
             if elsewhere {
                 quiet_since = tokio::time::Instant::now();
             }
-            // Poll fast while a predecessor may still relay, slowly otherwise.
+            // Poll fast while a predecessor may still relay or release, slowly otherwise.
             let poll = if quiet_since.elapsed() < Duration::from_secs(5) {
+                self.wake.notify_one();
                 RELAY_POLL
             } else {
                 Duration::from_secs(1)

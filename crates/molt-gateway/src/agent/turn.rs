@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use molt_config::AgentProfile;
 use molt_model::{CallRequest, ModelError, StreamEvent};
 use molt_protocol::methods::chat::ChatState;
 use molt_protocol::methods::tasks::StepSpec;
@@ -100,16 +101,14 @@ impl Agent {
             &session_id,
             turn.event_seq,
         );
+        let agent = self.profile(&turn.agent_id);
+        if let Some(a) = &agent {
+            let _ = std::fs::create_dir_all(&a.workspace);
+        }
         loop {
             let (step, moved) = match first.take() {
                 Some(started) => started,
                 None => {
-                    let rid = run.clone();
-                    let cancelled = self.store.call(move |s| s.cancel_requested(&rid)).await?;
-                    if cancelled {
-                        self.end_cancelled(run, None, &mut em).await?;
-                        return Ok(());
-                    }
                     if !*self.admitting.borrow() || *self.abort.borrow() {
                         return self
                             .release(
@@ -119,15 +118,25 @@ impl Agent {
                             )
                             .await;
                     }
+                    // A cancel asked for meanwhile wins over the next step.
                     let rid = run.clone();
-                    let Some(started) = self
+                    let next = self
                         .store
-                        .call(move |s| s.start_turn_step(&rid, boot))
-                        .await?
-                    else {
-                        return Ok(());
-                    };
-                    started
+                        .call(move |s| -> Result<_, StoreError> {
+                            if s.cancel_requested(&rid)? {
+                                return Ok(None);
+                            }
+                            Ok(Some(s.start_turn_step(&rid, boot)?))
+                        })
+                        .await?;
+                    match next {
+                        None => {
+                            self.end_cancelled(run, None, &mut em).await?;
+                            return Ok(());
+                        }
+                        Some(None) => return Ok(()),
+                        Some(Some(started)) => started,
+                    }
                 }
             };
             if step.index == 0 && step.attempts == 1 {
@@ -140,8 +149,20 @@ impl Agent {
             for m in &moved {
                 em.message(m);
             }
+            let Some(agent) = &agent else {
+                let msg = format!(
+                    "agent {:?} is not configured: add an [agents.{}] table or use \"main\"",
+                    turn.agent_id, turn.agent_id
+                );
+                self.end_failed(run, &step, &msg, "unknown", None, &mut em)
+                    .await?;
+                return Ok(());
+            };
             let end = match &step.spec {
-                StepSpec::Model {} => self.model_step(run, &turn, &step, cancel, &mut em).await?,
+                StepSpec::Model {} => {
+                    self.model_step(run, agent, &turn, &step, cancel, &mut em)
+                        .await?
+                }
                 StepSpec::Tool {
                     call_id,
                     name,
@@ -149,7 +170,7 @@ impl Agent {
                 } => {
                     self.tool_step(
                         run,
-                        &turn,
+                        agent,
                         &step,
                         (call_id, name, arguments),
                         cancel,
@@ -158,8 +179,15 @@ impl Agent {
                     .await?
                 }
                 StepSpec::Exec(_) => {
-                    self.end_failed(run, &step, "an exec step in a turn", "unknown", &mut em)
-                        .await?;
+                    self.end_failed(
+                        run,
+                        &step,
+                        "an exec step in a turn",
+                        "unknown",
+                        None,
+                        &mut em,
+                    )
+                    .await?;
                     StepEnd::TurnOver
                 }
             };
@@ -173,26 +201,20 @@ impl Agent {
     async fn model_step(
         self: &Arc<Self>,
         run: &RunId,
+        agent: &AgentProfile,
         turn: &TurnRecord,
         step: &StepRecord,
         cancel: &Notify,
         em: &mut Emitter,
     ) -> Result<StepEnd, StoreError> {
-        let Some(agent) = self.profile(&turn.agent_id) else {
-            let msg = format!(
-                "agent {:?} is not configured: add an [agents.{}] table or use \"main\"",
-                turn.agent_id, turn.agent_id
-            );
-            self.end_failed(run, step, &msg, "unknown", em).await?;
-            return Ok(StepEnd::TurnOver);
-        };
         if step.index >= agent.max_steps {
             let msg = format!(
                 "the turn reached its limit of {} steps; raise agents.{}.max_steps (or \
                  agents.defaults.max_steps) if it needs more",
                 agent.max_steps, agent.id
             );
-            self.end_failed(run, step, &msg, "unknown", em).await?;
+            self.end_failed(run, step, &msg, "unknown", None, em)
+                .await?;
             return Ok(StepEnd::TurnOver);
         }
         let key = turn.session_key.clone();
@@ -200,18 +222,17 @@ impl Agent {
             .store
             .call(move |s| -> Result<_, StoreError> { Ok((s.session(&key)?, s.transcript(&key)?)) })
             .await?;
-        let model = match self.model_for(&agent, session.as_ref().and_then(|s| s.model.as_deref()))
-        {
+        let model = match self.model_for(agent, session.as_ref().and_then(|s| s.model.as_deref())) {
             Ok(m) => m,
             Err(msg) => {
-                self.end_failed(run, step, &msg, "unknown", em).await?;
+                self.end_failed(run, step, &msg, "unknown", None, em)
+                    .await?;
                 return Ok(StepEnd::TurnOver);
             }
         };
-        let _ = std::fs::create_dir_all(&agent.workspace);
         let specs = self.tools.specs();
         let system = super::prompt::system_prompt(
-            &agent,
+            agent,
             &turn.session_key,
             &model.reference.to_string(),
             &self.tools.names(),
@@ -303,7 +324,7 @@ impl Agent {
     async fn tool_step(
         self: &Arc<Self>,
         run: &RunId,
-        turn: &TurnRecord,
+        agent: &AgentProfile,
         step: &StepRecord,
         (call_id, name, args): (&String, &String, &Value),
         cancel: &Notify,
@@ -326,11 +347,6 @@ impl Agent {
             "tool",
             json!({"phase": "start", "name": name, "toolCallId": call_id, "args": args}),
         );
-        let workspace = self
-            .profile(&turn.agent_id)
-            .map(|a| (a.workspace, a.exec_timeout_ms))
-            .unwrap_or_else(|| (self.env.data_dir.join("workspace"), 120_000));
-        let _ = std::fs::create_dir_all(&workspace.0);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let mut env = vec![
             ("MOLT_RUN_ID", run.0.clone()),
@@ -343,8 +359,8 @@ impl Agent {
             env.push(("MOLT_PROFILE", p.clone()));
         }
         let ctx = ToolContext {
-            workspace: workspace.0.clone(),
-            timeout: Duration::from_millis(workspace.1),
+            workspace: agent.workspace.clone(),
+            timeout: Duration::from_millis(agent.exec_timeout_ms),
             env,
             scrub: self.secret_env(),
             output: out_tx,
@@ -371,20 +387,14 @@ impl Agent {
                 loop {
                     tokio::select! {
                         end = &mut fut => break end,
-                        Some(chunk) = out_rx.recv() => em.agent("command_output", json!({
-                            "itemId": format!("command:{call_id}"), "toolCallId": call_id,
-                            "name": name, "phase": "delta", "output": chunk,
-                        })),
+                        Some(chunk) = out_rx.recv() => output_delta(em, call_id, name, &chunk),
                     }
                 }
             }
         };
         drop(ctx);
         while let Ok(chunk) = out_rx.try_recv() {
-            em.agent(
-                "command_output",
-                json!({"itemId": format!("command:{call_id}"), "toolCallId": call_id, "name": name, "phase": "delta", "output": chunk}),
-            );
+            output_delta(em, call_id, name, &chunk);
         }
         let (text, details, is_error) = match end {
             ToolEnd::Stopped(Stop::Cancel) => {
@@ -522,28 +532,19 @@ impl Agent {
             "httpStatus": e.http_status,
             "failoverReason": if kind == "context_length" { "context_overflow" } else { kind },
         });
-        self.record_failure(run, Some(step.index), &message, kind, em)
-            .await?;
-        em.agent(
-            "lifecycle",
-            json!({"phase": "error", "error": message, "endedAt": now_ms()}),
-        );
-        em.chat(ChatState::Error {
-            error_message: message,
-            error_kind: kind.into(),
-            error_detail: Some(detail),
-        });
-        em.changed("end");
-        let _ = self.ended.send(run.0.clone());
-        Ok(())
+        self.end_failed(run, step, &message, kind, Some(detail), em)
+            .await
     }
 
+    /// Ends the turn with an error at `step`: recorded, then published as a `chat` error
+    /// of `kind` (with the provider's `detail`, if any) and a `lifecycle` error.
     async fn end_failed(
         &self,
         run: &RunId,
         step: &StepRecord,
         message: &str,
         kind: &str,
+        detail: Option<Value>,
         em: &mut Emitter,
     ) -> Result<(), StoreError> {
         tracing::warn!(run = %run, "{message}");
@@ -556,7 +557,7 @@ impl Agent {
         em.chat(ChatState::Error {
             error_message: message.to_owned(),
             error_kind: kind.to_owned(),
-            error_detail: None,
+            error_detail: detail,
         });
         em.changed("end");
         let _ = self.ended.send(run.0.clone());
@@ -616,6 +617,17 @@ impl Agent {
         let _ = self.ended.send(run.0.clone());
         Ok(())
     }
+}
+
+/// A `command_output` delta: a piece of a tool's output as it runs.
+fn output_delta(em: &mut Emitter, call_id: &str, name: &str, chunk: &str) {
+    em.agent(
+        "command_output",
+        json!({
+            "itemId": format!("command:{call_id}"), "toolCallId": call_id, "name": name,
+            "phase": "delta", "output": chunk,
+        }),
+    );
 }
 
 fn capitalize(s: &str) -> String {
