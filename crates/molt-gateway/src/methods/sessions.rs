@@ -47,6 +47,12 @@ pub(super) fn store_err(e: StoreError) -> ErrorShape {
     }
 }
 
+/// 128 random bits as hex, for ids the client did not give (`what` names it in the error).
+fn fresh_id(what: &str) -> Result<String, ErrorShape> {
+    crate::fsutil::random_hex(16)
+        .map_err(|e| ErrorShape::unavailable(format!("no randomness for {what}: {e}"), 1000))
+}
+
 /// The agent and full key a client's session key means: `agent:<id>:<rest>` as is; `main`
 /// or a bare key under `agent_id` (or `main`). Unknown agents are refused.
 pub(super) fn resolve_key(
@@ -209,12 +215,7 @@ async fn create(
 ) -> Result<SessionsCreateResult, ErrorShape> {
     let raw = match &p.key {
         Some(k) => k.clone(),
-        None => format!(
-            "dashboard:{}",
-            crate::fsutil::random_hex(16).map_err(|e| {
-                ErrorShape::unavailable(format!("no randomness for a session key: {e}"), 1000)
-            })?
-        ),
+        None => format!("dashboard:{}", fresh_id("a session key")?),
     };
     let (agent_id, key) = resolve_key(&agent, p.agent_id.as_deref(), &raw)?;
     if let Some(m) = &p.model
@@ -245,9 +246,7 @@ async fn create(
     if let Some(text) = p.message.filter(|m| !m.trim().is_empty()) {
         let id = match p.idempotency_key {
             Some(k) => k,
-            None => crate::fsutil::random_hex(16).map_err(|e| {
-                ErrorShape::unavailable(format!("no randomness for a run id: {e}"), 1000)
-            })?,
+            None => fresh_id("a run id")?,
         };
         super::chat::submit(
             &agent,
@@ -285,9 +284,7 @@ async fn send(
     let (agent_id, key) = resolve_key(&agent, p.agent_id.as_deref(), &p.key)?;
     let run_id = match p.idempotency_key {
         Some(k) if !k.is_empty() => k,
-        _ => crate::fsutil::random_hex(16).map_err(|e| {
-            ErrorShape::unavailable(format!("no randomness for a run id: {e}"), 1000)
-        })?,
+        _ => fresh_id("a run id")?,
     };
     super::chat::submit(
         &agent,
