@@ -54,6 +54,24 @@ pub fn start(home: &Home) -> Gateway {
     g
 }
 
+/// SIGTERMs the gateway and waits (up to 20 s) for its exit: the exit code (`None` for a
+/// signal) and how long it took.
+pub fn stop(gw: &mut Gateway) -> (Option<i32>, Duration) {
+    gw.terminate(Duration::from_secs(20))
+        .expect("gateway did not exit within 20 s of SIGTERM")
+}
+
+/// [`stop`], then prints the exit as a context line.
+pub fn stop_and_print(gw: &mut Gateway) {
+    let (code, took) = stop(gw);
+    println!(
+        "# gateway exit code={} after {} ms",
+        code.map(|c| c.to_string())
+            .unwrap_or_else(|| "signal".into()),
+        took.as_millis()
+    );
+}
+
 /// `ws://127.0.0.1:<port>` client options without a device identity (no pairing), with
 /// the token the gateway generated at its first start, and no reconnecting: a bench counts
 /// every failure.

@@ -255,14 +255,6 @@ fn main() {
         println!("# connection closed: {e}");
     }
     drop(rt);
-    let (code, took) = gw
-        .terminate(Duration::from_secs(20))
-        .expect("gateway did not exit within 20 s of SIGTERM");
-    println!(
-        "# gateway exit code={} after {} ms",
-        code.map(|c| c.to_string())
-            .unwrap_or_else(|| "signal".into()),
-        took.as_millis()
-    );
+    molt_bench::stop_and_print(&mut gw);
     molt_bench::print_log_summary("agent_load", &home);
 }

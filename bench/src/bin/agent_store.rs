@@ -44,8 +44,7 @@ fn start_timed(home: &Home) -> (Gateway, Duration) {
 }
 
 fn stop(mut gw: Gateway) {
-    gw.terminate(Duration::from_secs(20))
-        .expect("gateway did not exit within 20 s of SIGTERM");
+    molt_bench::stop(&mut gw);
 }
 
 /// Sends `text` to `key` and waits for the run's terminal `chat` event; returns its state.

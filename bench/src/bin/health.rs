@@ -251,14 +251,6 @@ fn main() {
         .await;
     });
     drop(rt);
-    let (code, took) = gw
-        .terminate(Duration::from_secs(20))
-        .expect("gateway did not exit within 20 s of SIGTERM");
-    println!(
-        "# gateway exit code={} after {} ms",
-        code.map(|c| c.to_string())
-            .unwrap_or_else(|| "signal".into()),
-        took.as_millis()
-    );
+    molt_bench::stop_and_print(&mut gw);
     print_log_summary("health", &home);
 }

@@ -27,10 +27,7 @@ fn main() {
         mib(at_ready),
         mib(hwm),
     );
-    let (code, took) = gw
-        .terminate(Duration::from_secs(20))
-        .expect("gateway did not exit within 20 s of SIGTERM");
+    let (code, _) = molt_bench::stop(&mut gw);
     assert_eq!(code, Some(0), "exit code; log:\n{}", home.stderr_log());
-    let _ = took;
     print_log_summary("idle_rss", &home);
 }

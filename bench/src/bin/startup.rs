@@ -23,9 +23,7 @@ fn main() {
         let mut gw = home.spawn(&[]);
         gw.wait_ready_within(Duration::from_secs(30), Duration::from_millis(2));
         let took = gw.spawned_at().elapsed();
-        let (code, stopped) = gw
-            .terminate(Duration::from_secs(20))
-            .expect("gateway did not exit within 20 s of SIGTERM");
+        let (code, stopped) = molt_bench::stop(&mut gw);
         assert_eq!(
             code,
             Some(0),
