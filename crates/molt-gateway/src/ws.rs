@@ -80,14 +80,7 @@ pub async fn serve_conn(
                 }
                 Outbound::Shared(name, raw) => {
                     seq += 1;
-                    // The frame around a payload serialized once for all connections; event
-                    // names are fixed identifiers, so they need no escaping.
-                    Message::Text(
-                        format!(
-                            r#"{{"type":"event","event":"{name}","payload":{raw},"seq":{seq}}}"#
-                        )
-                        .into(),
-                    )
+                    Message::Text(EventFrame::text_with_payload(name, &raw, seq).into())
                 }
                 Outbound::Close(code, reason) => {
                     let _ = sink

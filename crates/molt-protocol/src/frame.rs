@@ -157,6 +157,13 @@ impl EventFrame {
             state_version: None,
         }
     }
+
+    /// The text of an event frame whose payload is already JSON text: a payload serialized
+    /// once can go to many connections, each with its own `seq`. `event` must be a plain
+    /// name (as every event molt sends is), and `payload_json` valid JSON.
+    pub fn text_with_payload(event: &str, payload_json: &str, seq: u64) -> String {
+        format!(r#"{{"type":"event","event":"{event}","payload":{payload_json},"seq":{seq}}}"#)
+    }
 }
 
 impl ServerFrame {
@@ -213,6 +220,17 @@ pub fn parse_request(text: &str) -> Result<RequestFrame, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_with_a_preserialized_payload_is_the_same_frame() {
+        let payload =
+            serde_json::json!({"runId": "r", "deltaText": "a \"quoted\" bit", "n": [1, 2]});
+        let raw = EventFrame::text_with_payload("chat", &payload.to_string(), 7);
+        let typed = ServerFrame::Event(EventFrame::new("chat", payload, Some(7))).to_text();
+        let a: Value = serde_json::from_str(&raw).unwrap();
+        let b: Value = serde_json::from_str(&typed).unwrap();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn strict_requests() {
