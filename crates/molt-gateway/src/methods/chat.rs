@@ -45,7 +45,7 @@ pub(super) fn store_mode(m: Option<QueueMode>) -> molt_store::QueueMode {
     }
 }
 
-fn need(field: &str, value: &str) -> Result<(), ErrorShape> {
+pub(super) fn need(field: &str, value: &str) -> Result<(), ErrorShape> {
     if value.trim().is_empty() {
         return Err(ErrorShape::invalid(format!("{field} must not be empty")));
     }

@@ -278,9 +278,7 @@ async fn send(
     _: Caller,
     p: SessionsSendParams,
 ) -> Result<ChatSendResult, ErrorShape> {
-    if p.message.trim().is_empty() {
-        return Err(ErrorShape::invalid("message must not be empty"));
-    }
+    super::chat::need("message", &p.message)?;
     let (agent_id, key) = resolve_key(&agent, p.agent_id.as_deref(), &p.key)?;
     let run_id = match p.idempotency_key {
         Some(k) if !k.is_empty() => k,
