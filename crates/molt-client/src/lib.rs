@@ -42,6 +42,29 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// A fresh random id in the shape of a version 4 UUID, for `idempotencyKey`s (which are run
+/// ids) and session names.
+pub fn new_idempotency_key() -> Result<String, ClientError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| ClientError::Protocol(format!("no randomness: {e}")))?;
+    Ok(uuid_v4(b))
+}
+
+/// Formats 16 random bytes as a version 4 UUID.
+fn uuid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 impl ClientError {
     /// Whether the gateway is restarting and the call is worth retrying on a new connection.
     pub fn is_restart(&self) -> bool {
@@ -511,4 +534,18 @@ fn decode<M: Method>(raw: Value) -> Result<M::Result, ClientError> {
             M::NAME
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_look_like_version_4_uuids() {
+        assert_eq!(uuid_v4([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+        let fresh = new_idempotency_key().unwrap();
+        assert_eq!(fresh.len(), 36);
+        assert_ne!(fresh, new_idempotency_key().unwrap());
+    }
 }

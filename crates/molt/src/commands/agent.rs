@@ -7,7 +7,7 @@
 //! it with 1012), a new one reaches the successor, which carries on with the same run, and
 //! `agent.wait` tells whether the run ended while no connection was listening.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -100,29 +100,10 @@ pub(super) fn default_session_key(agent: Option<&str>) -> String {
     format!("agent:{}:main", agent.unwrap_or("main"))
 }
 
-/// A fresh random id in the shape of a UUID (version 4), for idempotency keys and session
-/// names.
+/// A fresh id for an idempotency key or a session name.
 pub(super) fn new_id() -> Result<String, Failure> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Failure::failed(format!("cannot read /dev/urandom for a run id: {e}")))?;
-    Ok(uuid_v4(bytes))
-}
-
-/// Formats 16 random bytes as a version 4 UUID.
-fn uuid_v4(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    molt_client::new_idempotency_key()
+        .map_err(|e| Failure::failed(format!("cannot make a run id: {e}")))
 }
 
 /// A run this command started and follows.
@@ -619,16 +600,6 @@ mod tests {
     fn the_default_session_is_the_agents_main_one() {
         assert_eq!(default_session_key(None), "agent:main:main");
         assert_eq!(default_session_key(Some("ops")), "agent:ops:main");
-    }
-
-    #[test]
-    fn ids_look_like_version_4_uuids() {
-        let id = uuid_v4([0xff; 16]);
-        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        assert_eq!(uuid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
-        let fresh = new_id().ok().unwrap();
-        assert_eq!(fresh.len(), 36);
-        assert_ne!(Some(fresh), new_id().ok());
     }
 
     #[test]
