@@ -494,6 +494,8 @@ fn faults_rate_limit_context_length_and_a_malformed_stream() {
     let _gw = home.start();
     rt().block_on(async {
         let mut c = connect_within(&home, Duration::from_secs(5)).await;
+        // Every event of every turn here, checked for the key at the end.
+        let mut seen = Vec::new();
 
         fake.push(Reply::status(429).retry_after_secs(1));
         fake.push(Reply::text("after the wait"));
@@ -507,19 +509,28 @@ fn faults_rate_limit_context_length_and_a_malformed_stream() {
         assert!(events.iter().any(|(n, p)| n == "agent"
             && p["stream"] == "run_status"
             && p["data"]["delayMs"].as_u64().is_some_and(|d| d >= 1000)));
+        seen.extend(events);
 
         fake.push(Reply::context_length());
-        let (fin, _) = chat(&mut c, "f2", "cl", "hi").await;
+        let (fin, events) = chat(&mut c, "f2", "cl", "hi").await;
         assert_eq!(fin["state"], "error", "{fin}");
         assert_eq!(fin["errorKind"], "context_length");
+        seen.extend(events);
 
         fake.push(Reply::malformed());
-        let (fin, _) = chat(&mut c, "f3", "mal", "hi").await;
+        let (fin, events) = chat(&mut c, "f3", "mal", "hi").await;
         assert_eq!(fin["state"], "error", "{fin}");
+        seen.extend(events);
         // The gateway still serves.
         fake.push(Reply::text("still here"));
-        let (fin, _) = chat(&mut c, "f3", "mal-2", "again").await;
+        let (fin, events) = chat(&mut c, "f3", "mal-2", "again").await;
         assert_eq!(fin["message"]["content"][0]["text"], "still here");
+        seen.extend(events);
+        let events_text = format!("{seen:?}");
+        assert!(
+            !events_text.is_empty() && !events_text.contains(KEY),
+            "the key reached an event"
+        );
 
         let cfg = c.call("config.get", Some(json!({}))).await.unwrap();
         assert!(!cfg.to_string().contains(KEY), "config.get redacts the key");
