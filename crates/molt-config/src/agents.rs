@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::tools::{ToolPolicy, ToolSettings};
+
 /// The agent that exists without any `[agents.<id>]` table.
 pub const MAIN_AGENT: &str = "main";
 /// Default per-file cap on a workspace file injected into the system prompt.
@@ -216,6 +218,9 @@ pub struct AgentSettings {
     /// Timeout of one `exec` tool call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec_timeout_ms: Option<u64>,
+    /// What this agent's tools may do; see [`crate::tools`].
+    #[serde(skip_serializing_if = "crate::tools::is_default")]
+    pub tools: ToolSettings,
 }
 
 /// `[agents]`: `defaults` plus one table per agent id.
@@ -239,6 +244,7 @@ pub struct AgentProfile {
     pub prompt_total_max_chars: usize,
     pub max_steps: u32,
     pub exec_timeout_ms: u64,
+    pub tools: ToolPolicy,
 }
 
 impl AgentsConfig {
@@ -252,6 +258,17 @@ impl AgentsConfig {
     /// The agent `id` resolved against the defaults, or `None` if no such agent exists.
     /// `home` expands `~`; `data_dir` holds the default workspaces.
     pub fn resolve(&self, id: &str, home: &Path, data_dir: &Path) -> Option<AgentProfile> {
+        self.resolve_with(id, home, data_dir, &ToolSettings::default())
+    }
+
+    /// [`Self::resolve`], with the top-level `[tools]` table under the agents' own.
+    pub fn resolve_with(
+        &self,
+        id: &str,
+        home: &Path,
+        data_dir: &Path,
+        top_tools: &ToolSettings,
+    ) -> Option<AgentProfile> {
         let own = match self.agents.get(id) {
             Some(a) => a.clone(),
             None if id == MAIN_AGENT => AgentSettings::default(),
@@ -289,6 +306,7 @@ impl AgentsConfig {
                 .unwrap_or(DEFAULT_MAX_STEPS)
                 .max(1),
             exec_timeout_ms: own.exec_timeout_ms.or(d.exec_timeout_ms).unwrap_or(120_000),
+            tools: crate::tools::resolve(&[&own.tools, &d.tools, top_tools]),
         })
     }
 }
@@ -338,6 +356,11 @@ pub(crate) fn validate(
     for (id, a) in std::iter::once(("defaults", &agents.defaults))
         .chain(agents.agents.iter().map(|(k, v)| (k.as_str(), v)))
     {
+        crate::tools::validate(
+            &format!("agents.{id}.tools"),
+            &a.tools,
+            crate::tools::TOOL_NAMES,
+        )?;
         if id != "defaults"
             && (id.is_empty()
                 || !id.bytes().all(|b| {

@@ -8,6 +8,7 @@
 
 mod agents;
 mod context;
+pub mod tools;
 
 pub use agents::{
     AgentProfile, AgentSettings, AgentsConfig, CallLimits, MAIN_AGENT, ModelConfig, ModelRef,
@@ -316,6 +317,9 @@ pub struct Config {
     pub update: UpdateConfig,
     pub models: ModelsConfig,
     pub agents: AgentsConfig,
+    /// `[tools]`: what every agent's tools may do, under `[agents.*.tools]`.
+    #[serde(skip_serializing_if = "tools::is_default")]
+    pub tools: tools::ToolSettings,
 }
 
 /// The type of one overridable key; drives how its environment value is parsed.
@@ -515,6 +519,7 @@ impl Config {
             _ => {}
         }
         agents::validate(&self.models, &self.agents)
+            .and_then(|()| tools::validate("tools", &self.tools, tools::TOOL_NAMES))
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         // The generated token is a secret too, but one a remote client has no way to learn:
         // a public bind asks for a secret chosen (and handed out) on purpose.

@@ -121,6 +121,7 @@ async fn run(
         })
         .to_string(),
         continuation: p.continuation_message,
+        origin: None,
     };
     let (id, launched) = start_job(&u, new).await.map_err(unavailable)?;
     Ok(UpdateRunResult {
@@ -222,6 +223,7 @@ pub fn recover_at_start(u: Arc<Updates>) {
             requester: "gateway".into(),
             params: "{}".into(),
             continuation: None,
+            origin: None,
         };
         match start_job(&u, new).await {
             Ok((id, l)) => tracing::warn!(

@@ -218,7 +218,11 @@ fn get_session_tx(tx: &rusqlite::Connection, key: &str) -> Result<Option<Session
     .ctx("reading session")
 }
 
-fn ensure_session_tx(tx: &Transaction<'_>, key: &str, agent_id: &str) -> Result<SessionRecord> {
+pub(crate) fn ensure_session_tx(
+    tx: &Transaction<'_>,
+    key: &str,
+    agent_id: &str,
+) -> Result<SessionRecord> {
     if let Some(s) = get_session_tx(tx, key)? {
         return Ok(s);
     }
@@ -234,7 +238,7 @@ fn ensure_session_tx(tx: &Transaction<'_>, key: &str, agent_id: &str) -> Result<
 }
 
 /// Appends `message` to the current transcript of `key`.
-fn append_tx(
+pub(crate) fn append_tx(
     tx: &Transaction<'_>,
     key: &str,
     run_id: Option<&str>,
@@ -463,6 +467,13 @@ fn close_turn(
         params![run.0, error_kind, stop_reason, final_text],
     )
     .ctx("recording turn outcome")?;
+    // Nobody can act on an approval of an ended turn.
+    tx.execute(
+        "UPDATE approvals SET state = 'cancelled', decided_at_ms = ?2
+         WHERE run_id = ?1 AND state = 'pending'",
+        params![run.0, now],
+    )
+    .ctx("cancelling the turn's approvals")?;
     Ok(())
 }
 

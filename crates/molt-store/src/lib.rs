@@ -10,6 +10,7 @@
 //! transition checks the run's lease, so two processes can never execute the same step.
 
 mod agent;
+mod approvals;
 mod devices;
 mod migrations;
 mod runs;
@@ -24,6 +25,7 @@ pub use agent::{
     NewTurn, QueueMode, SessionRecord, StartedTurn, StoredMessage, Submitted, TurnProgress,
     TurnRecord,
 };
+pub use approvals::{ApprovalRecord, ApprovalState, NewApproval};
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 /// The newest database schema version this build knows.
 pub use migrations::LATEST as SCHEMA_VERSION;
@@ -32,8 +34,8 @@ pub use runs::{
     StepState,
 };
 pub use updates::{
-    JobState, JournalStep, JournalStepState, NewUpdateJob, PENDING_STALE_MS, StepLine, UpdateJob,
-    UpdateKind, UpdateReport, VersionRef, schema_version_of,
+    Delivery, JobState, JournalStep, JournalStepState, NewUpdateJob, PENDING_STALE_MS, StepLine,
+    TurnOrigin, UpdateJob, UpdateKind, UpdateReport, VersionRef, schema_version_of,
 };
 
 /// Parses a word column (a state) into its enum, or reports the row as corrupt.
@@ -58,7 +60,8 @@ from_word!(
     Pairing,
     UpdateKind,
     JobState,
-    JournalStepState
+    JournalStepState,
+    ApprovalState
 );
 
 /// A store error, with what was being done when it happened.
@@ -83,6 +86,10 @@ pub enum StoreError {
         holder: Option<i64>,
         caller: i64,
     },
+    #[error("no approval {0}; `molt approvals list` shows the pending ones")]
+    NoSuchApproval(String),
+    #[error("approval {id} is already {state}")]
+    AlreadyDecided { id: String, state: &'static str },
     #[error("corrupt record: {0}")]
     Corrupt(String),
 }

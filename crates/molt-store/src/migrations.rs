@@ -162,6 +162,31 @@ const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL
      );",
+    // 5: operator approvals of tool calls (one per tool step, by its effect key), and update
+    // jobs an agent's tool asked for: the step's effect key makes the request idempotent, and
+    // the session gets the outcome.
+    "CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        effect_key TEXT NOT NULL UNIQUE,
+        run_id TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        command TEXT NOT NULL,
+        cwd TEXT,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'approved', 'denied', 'cancelled')),
+        created_at_ms INTEGER NOT NULL,
+        decided_at_ms INTEGER,
+        decided_by TEXT
+     );
+     CREATE INDEX approvals_pending ON approvals(state, created_at_ms);
+     ALTER TABLE update_jobs ADD COLUMN effect_key TEXT;
+     ALTER TABLE update_jobs ADD COLUMN session_key TEXT;
+     ALTER TABLE update_jobs ADD COLUMN agent_id TEXT;
+     CREATE UNIQUE INDEX update_jobs_by_effect ON update_jobs(effect_key)
+        WHERE effect_key IS NOT NULL;",
 ];
 
 /// The newest schema version this build knows.

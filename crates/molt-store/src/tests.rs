@@ -509,3 +509,90 @@ mod agent_turns {
         assert_eq!(left, 0);
     }
 }
+
+mod approvals_and_turn_updates {
+    use super::*;
+    use crate::{ApprovalState, Delivery, NewApproval, NewUpdateJob, TurnOrigin, UpdateKind};
+    use molt_protocol::transcript::{Message, UserMessage};
+
+    fn new<'a>(key: &'a str) -> NewApproval<'a> {
+        NewApproval {
+            effect_key: key,
+            run_id: "r1",
+            session_key: "agent:main:main",
+            agent_id: "main",
+            tool: "exec",
+            command: "rm -rf build",
+            cwd: None,
+            reason: "always",
+        }
+    }
+
+    #[test]
+    fn one_approval_per_effect_key_decided_once() {
+        let (_d, mut s) = temp_store();
+        let a = s.request_approval(&new("r1:1")).unwrap();
+        assert_eq!(a.state, ApprovalState::Pending);
+        assert!(a.id.starts_with("apr-"));
+        let again = s.request_approval(&new("r1:1")).unwrap();
+        assert_eq!(
+            again.id, a.id,
+            "a re-run of the step finds the same approval"
+        );
+        assert_eq!(s.list_approvals(true, 10).unwrap().len(), 1);
+        let d = s.decide_approval(&a.id, true, "cli").unwrap();
+        assert_eq!(d.state, ApprovalState::Approved);
+        let e = s.decide_approval(&a.id, false, "cli").unwrap_err();
+        assert!(e.to_string().contains("already approved"), "{e}");
+        assert!(s.list_approvals(true, 10).unwrap().is_empty());
+        assert!(matches!(
+            s.decide_approval("apr-nope", true, "cli"),
+            Err(StoreError::NoSuchApproval(_))
+        ));
+    }
+
+    #[test]
+    fn an_update_asked_for_by_a_tool_step_is_created_and_delivered_once() {
+        let (_d, mut s) = temp_store();
+        let job = NewUpdateJob {
+            kind: UpdateKind::Update,
+            requester: "agent".into(),
+            params: "{}".into(),
+            continuation: Some("back".into()),
+            origin: Some(TurnOrigin {
+                effect_key: "run-a:1".into(),
+                session_key: "agent:main:main".into(),
+                agent_id: "main".into(),
+            }),
+        };
+        let (j1, created) = s.create_update_job_once(&job).unwrap();
+        assert!(created);
+        let (j2, created) = s.create_update_job_once(&job).unwrap();
+        assert!(!created, "the same effect key starts no second job");
+        assert_eq!(j1.id, j2.id);
+        assert_eq!(j2.origin, job.origin);
+        let msg = Message::User(UserMessage {
+            content: "done".into(),
+            timestamp: 1,
+            idempotency_key: None,
+        });
+        assert_eq!(
+            s.deliver_update(&j1.id, &msg).unwrap(),
+            Delivery::NotNow,
+            "a running job is not delivered"
+        );
+        s.set_update_state(&j1.id, crate::JobState::Ok, None)
+            .unwrap();
+        assert_eq!(s.undelivered_turn_updates().unwrap().len(), 1);
+        let Delivery::Now {
+            session_message: Some(m),
+        } = s.deliver_update(&j1.id, &msg).unwrap()
+        else {
+            panic!("delivered with a session message");
+        };
+        assert_eq!(m.seq, 1);
+        assert_eq!(s.deliver_update(&j1.id, &msg).unwrap(), Delivery::NotNow);
+        assert!(s.undelivered_turn_updates().unwrap().is_empty());
+        assert_eq!(s.history("agent:main:main", 10, None).unwrap().0.len(), 1);
+    }
+}

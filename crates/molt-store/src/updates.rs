@@ -55,6 +55,29 @@ pub struct NewUpdateJob {
     pub params: String,
     /// Delivered to operators after the restart.
     pub continuation: Option<String>,
+    /// Set when an agent's tool asked for the update.
+    pub origin: Option<TurnOrigin>,
+}
+
+/// What [`Store::deliver_update`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Delivered before, or the job has not ended: nothing to tell anyone.
+    NotNow,
+    /// Marked delivered now; `session_message` is the message appended to the asking
+    /// session, if an agent asked.
+    Now {
+        session_message: Option<crate::StoredMessage>,
+    },
+}
+
+/// The tool call that asked for an update: its step's effect key (one job per key, however
+/// often the step runs), and the session that hears the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnOrigin {
+    pub effect_key: String,
+    pub session_key: String,
+    pub agent_id: String,
 }
 
 /// A journalled step.
@@ -87,6 +110,7 @@ pub struct UpdateJob {
     pub updated_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub delivered_at_ms: Option<i64>,
+    pub origin: Option<TurnOrigin>,
     pub steps: Vec<JournalStep>,
 }
 
@@ -135,7 +159,7 @@ impl UpdateJob {
 
 const JOB_COLUMNS: &str = "id, kind, state, requester, params, continuation, from_version, \
      from_build, to_version, to_build, error, launcher, updater_pid, created_at_ms, \
-     updated_at_ms, finished_at_ms, delivered_at_ms";
+     updated_at_ms, finished_at_ms, delivered_at_ms, effect_key, session_key, agent_id";
 
 fn pair(v: Option<String>, b: Option<String>) -> Option<(String, String)> {
     Some((v?, b.unwrap_or_default()))
@@ -159,6 +183,14 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(UpdateJob, String, String)> {
             updated_at_ms: r.get(14)?,
             finished_at_ms: r.get(15)?,
             delivered_at_ms: r.get(16)?,
+            origin: match (r.get(17)?, r.get(18)?, r.get(19)?) {
+                (Some(effect_key), Some(session_key), Some(agent_id)) => Some(TurnOrigin {
+                    effect_key,
+                    session_key,
+                    agent_id,
+                }),
+                _ => None,
+            },
             steps: Vec::new(),
         },
         r.get(1)?,
@@ -169,26 +201,117 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(UpdateJob, String, String)> {
 impl Store {
     /// Records a new `pending` job; its id is `upd-<12 hex>`.
     pub fn create_update_job(&mut self, new: &NewUpdateJob) -> Result<UpdateJob> {
+        Ok(self.create_update_job_once(new)?.0)
+    }
+
+    /// Like [`Self::create_update_job`], but a job whose origin's effect key already has a job
+    /// is not created again: that job comes back, with `false`.
+    pub fn create_update_job_once(&mut self, new: &NewUpdateJob) -> Result<(UpdateJob, bool)> {
         let now = now_ms();
-        let id: String = self
-            .conn
-            .query_row(
-                "INSERT INTO update_jobs(id, kind, state, requester, params, continuation,
-                    created_at_ms, updated_at_ms)
-                 VALUES ('upd-' || lower(hex(randomblob(6))), ?1, 'pending', ?2, ?3, ?4, ?5, ?5)
-                 RETURNING id",
-                params![
-                    new.kind.as_str(),
-                    new.requester,
-                    new.params,
-                    new.continuation,
-                    now
-                ],
-                |r| r.get(0),
+        let tx = self.write_tx().ctx("starting create_update_job")?;
+        let o = new.origin.as_ref();
+        let existing: Option<String> = match o {
+            Some(o) => tx
+                .query_row(
+                    "SELECT id FROM update_jobs WHERE effect_key = ?1",
+                    [&o.effect_key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx("looking up the job of an effect key")?,
+            None => None,
+        };
+        let created = existing.is_none();
+        let id: String = match existing {
+            Some(id) => id,
+            None => tx
+                .query_row(
+                    "INSERT INTO update_jobs(id, kind, state, requester, params, continuation,
+                        created_at_ms, updated_at_ms, effect_key, session_key, agent_id)
+                     VALUES ('upd-' || lower(hex(randomblob(6))), ?1, 'pending', ?2, ?3, ?4, ?5,
+                        ?5, ?6, ?7, ?8)
+                     RETURNING id",
+                    params![
+                        new.kind.as_str(),
+                        new.requester,
+                        new.params,
+                        new.continuation,
+                        now,
+                        o.map(|o| &o.effect_key),
+                        o.map(|o| &o.session_key),
+                        o.map(|o| &o.agent_id),
+                    ],
+                    |r| r.get(0),
+                )
+                .ctx("creating update job")?,
+        };
+        tx.commit().ctx("committing update job")?;
+        let job = self
+            .update_job(&id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("update job {id} vanished")))?;
+        Ok((job, created))
+    }
+
+    /// Ended jobs an agent asked for whose outcome its session has not heard yet.
+    pub fn undelivered_turn_updates(&self) -> Result<Vec<UpdateJob>> {
+        let ids: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare(
+                    "SELECT id FROM update_jobs WHERE delivered_at_ms IS NULL
+                       AND session_key IS NOT NULL AND state IN ('ok', 'rolled_back', 'failed')
+                     ORDER BY created_at_ms",
+                )
+                .ctx("preparing undelivered jobs")?;
+            st.query_map([], |r| r.get(0))
+                .ctx("reading undelivered jobs")?
+                .collect::<rusqlite::Result<_>>()
+                .ctx("reading undelivered jobs")?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.update_job(&id)?);
+        }
+        Ok(out)
+    }
+
+    /// Marks an ended job delivered and, for a job an agent asked for, appends `message` to
+    /// its session, in one transaction: the session hears each outcome exactly once.
+    pub fn deliver_update(
+        &mut self,
+        id: &str,
+        message: &molt_protocol::transcript::Message,
+    ) -> Result<Delivery> {
+        let tx = self.write_tx().ctx("starting deliver_update")?;
+        let n = tx
+            .execute(
+                "UPDATE update_jobs SET delivered_at_ms = ?2 WHERE id = ?1
+                   AND delivered_at_ms IS NULL AND state IN ('ok', 'rolled_back', 'failed')",
+                params![id, now_ms()],
             )
-            .ctx("creating update job")?;
-        self.update_job(&id)?
-            .ok_or_else(|| StoreError::Corrupt(format!("update job {id} vanished")))
+            .ctx("marking update delivered")?;
+        if n == 0 {
+            return Ok(Delivery::NotNow);
+        }
+        let to: Option<(Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT session_key, agent_id FROM update_jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ctx("reading the job's session")?;
+        let stored = match to {
+            Some((Some(key), Some(agent))) => {
+                crate::agent::ensure_session_tx(&tx, &key, &agent)?;
+                Some(crate::agent::append_tx(&tx, &key, None, message)?)
+            }
+            _ => None,
+        };
+        tx.commit().ctx("committing update delivery")?;
+        Ok(Delivery::Now {
+            session_message: stored,
+        })
     }
 
     /// One job with its steps.
@@ -622,6 +745,7 @@ mod tests {
                 requester: "cli".into(),
                 params: "{}".into(),
                 continuation: Some("back soon".into()),
+                origin: None,
             })
             .unwrap();
         assert!(

@@ -51,6 +51,7 @@ pub fn start(
             requester: "cli".into(),
             params: serde_json::to_string(params).unwrap_or_else(|_| "{}".into()),
             continuation: None,
+            origin: None,
         })
         .map_err(|e| UpdateError::Failed(format!("cannot record the update job: {e}")))?;
     if in_process {
