@@ -135,6 +135,7 @@ const CHECKS: &[(&str, CheckFn, Option<FixFn>)] = &[
     ("port", check_port, None),
     ("connectivity", check_connectivity, None),
     ("other-gateways", check_other_gateways, None),
+    ("sandbox", check_sandbox, None),
 ];
 
 /// How to run the checks.
@@ -652,6 +653,68 @@ fn check_linger(_d: &Doctor) -> Outcome {
         ),
         // Without logind nothing ends the user manager at logout, so there is nothing to fix.
         None => Outcome::ok("no logind here: sessions ending do not stop the user manager"),
+    }
+}
+
+/// Whether the kernel can confine the agent's `exec` commands (Landlock), and whether it can
+/// enforce what the config asks of it.
+fn check_sandbox(d: &Doctor) -> Outcome {
+    use molt_config::tools::{ExecNetwork, ToolPolicy};
+    let support = molt_tools::sandbox::support();
+    let cfg = &d.ctx.config;
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let data = d.ctx.share_dir.clone();
+    let policies: Vec<(String, ToolPolicy)> = cfg
+        .agents
+        .ids()
+        .into_iter()
+        .filter_map(|id| cfg.agents.resolve_with(&id, &home, &data, &cfg.tools))
+        .map(|p| (p.id, p.tools))
+        .collect();
+    let off: Vec<&str> = policies
+        .iter()
+        .filter(|(_, p)| !p.exec.sandbox)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let net_deny = policies
+        .iter()
+        .any(|(_, p)| p.exec.sandbox && p.exec.network == ExecNetwork::Deny);
+    let fix_kernel = "run a kernel with Landlock enabled (CONFIG_SECURITY_LANDLOCK=y, landlock in \
+                      the lsm= boot parameter), or limit exec with tools.exec.security";
+    match support.abi() {
+        None => Outcome::bad(
+            Status::Warn,
+            format!(
+                "{support}: the agent's exec commands run with no_new_privs only, not confined \
+                 to their workspace"
+            ),
+            fix_kernel,
+        ),
+        Some(abi) if abi < 4 && net_deny => Outcome::bad(
+            Status::Warn,
+            format!(
+                "Landlock ABI {abi} cannot deny TCP (ABI 4, Linux 6.7): exec commands under \
+                 tools.exec.network = \"deny\" are refused"
+            ),
+            fix_kernel,
+        ),
+        Some(abi) if !off.is_empty() => Outcome::bad(
+            Status::Warn,
+            format!(
+                "Landlock ABI {abi} is available, but tools.exec.sandbox = \"off\" for agent(s) \
+                 {}: their commands can write anywhere this user can",
+                off.join(", ")
+            ),
+            "remove tools.exec.sandbox = \"off\" (or allow more with tools.exec.allow_write)",
+        ),
+        Some(abi) => Outcome::ok(format!(
+            "Landlock ABI {abi}: exec commands write only their workspace and temp dir{}",
+            if abi >= 4 {
+                ", and network = \"deny\" is enforced"
+            } else {
+                ""
+            }
+        )),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Peer {
     pub presence: Value,
     /// It declared `caps: ["tool-events"]`: it gets the `agent` events of stream `tool`.
     pub tool_events: bool,
+    /// It holds `operator.approvals` (or admin): it gets `exec.approval.*` events.
+    pub approvals: bool,
     /// It called `sessions.subscribe`: it gets `sessions.changed`.
     pub sessions_changed: bool,
     /// Session keys it gets `session.message` for (`sessions.messages.subscribe`).
@@ -52,6 +54,8 @@ pub enum Audience<'a> {
     All,
     /// Connections with `caps: ["tool-events"]`.
     ToolEvents,
+    /// Connections that may decide approvals.
+    Approvers,
     /// Connections subscribed to `sessions.changed`.
     SessionsChanged,
     /// Connections subscribed to this session's messages, or to `sessions.changed`.
@@ -63,6 +67,7 @@ impl Audience<'_> {
         match self {
             Self::All => true,
             Self::ToolEvents => p.tool_events,
+            Self::Approvers => p.approvals,
             Self::SessionsChanged => p.sessions_changed,
             Self::SessionMessages(k) => p.sessions_changed || p.message_keys.contains(k),
         }
@@ -264,6 +269,7 @@ mod tests {
             kick: Arc::new(tokio::sync::Notify::new()),
             presence: Value::Null,
             tool_events: false,
+            approvals: false,
             sessions_changed: false,
             message_keys: Default::default(),
         };

@@ -370,6 +370,7 @@ async fn serve(
         agent::AgentEnv {
             agents: opts.config.agents.clone(),
             models: opts.config.models.clone(),
+            tools: opts.config.tools.clone(),
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default(),
@@ -403,18 +404,26 @@ async fn serve(
         config: opts.config.update.clone(),
         profile_name: opts.profile.name().map(str::to_owned),
         state_dir: opts.state_dir.clone(),
+        agent: agent.clone(),
+    });
+    let facts = Arc::new(methods::GatewayFacts {
+        app: app.clone(),
+        profile: opts.profile.to_string(),
+        port,
+        log_file,
+        subsystems: subsystems.clone(),
+        agents: opts.config.agents.clone(),
+        db_path: db_path.clone(),
+    });
+    let _ = agent.control.set(agent::tools::GatewayControl {
+        facts: facts.clone(),
+        handover: handover.clone(),
+        updates: updates.clone(),
+        config: config_view.clone(),
     });
     let methods = Arc::new(methods::router(&methods::Parts {
         app: app.clone(),
-        facts: Arc::new(methods::GatewayFacts {
-            app: app.clone(),
-            profile: opts.profile.to_string(),
-            port,
-            log_file,
-            subsystems: subsystems.clone(),
-            agents: opts.config.agents.clone(),
-            db_path: db_path.clone(),
-        }),
+        facts,
         runs: executor,
         handover: handover.clone(),
         updates: updates.clone(),

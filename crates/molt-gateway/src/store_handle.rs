@@ -40,6 +40,8 @@ pub fn to_error_shape(e: molt_store::StoreError) -> molt_protocol::frame::ErrorS
         molt_store::StoreError::NoSuchRun(id) => {
             ErrorShape::invalid(format!("no task with id {id}"))
         }
+        e @ (molt_store::StoreError::NoSuchApproval(_)
+        | molt_store::StoreError::AlreadyDecided { .. }) => ErrorShape::invalid(e.to_string()),
         e => {
             tracing::error!(error = %e, "store error");
             ErrorShape::unavailable(format!("store error: {e}"), 1000)

@@ -14,7 +14,8 @@ use molt_protocol::methods::update::{
 };
 use molt_service::transient::{self, Launched};
 use molt_service::update_lock::UpdateLock;
-use molt_store::{JobState, NewUpdateJob, UpdateKind};
+use molt_protocol::transcript::Message;
+use molt_store::{Delivery, JobState, NewUpdateJob, TurnOrigin, UpdateKind};
 use serde_json::json;
 
 use crate::app::App;
@@ -28,6 +29,8 @@ pub struct Updates {
     /// The profile's name, for the `--profile` of the updater this gateway starts.
     pub profile_name: Option<String>,
     pub state_dir: PathBuf,
+    /// Sessions hear the outcome of the updates their agent asked for through it.
+    pub agent: Arc<crate::agent::Agent>,
 }
 
 pub fn register(r: &mut Router, updates: &Arc<Updates>) {
@@ -54,27 +57,33 @@ fn launch(u: &Updates, job: &str) -> Result<Launched, String> {
 
 /// Records a job and launches its updater; the job id comes back at once.
 async fn start_job(u: &Arc<Updates>, new: NewUpdateJob) -> Result<(String, Launched), String> {
-    let app = &u.app;
-    let job = app
+    let job = u
+        .app
         .store
         .call(move |s| s.create_update_job(&new))
         .await
         .map_err(|e| format!("cannot record the update job: {e}"))?;
-    let id = job.id.clone();
+    let l = launch_recorded(u, &job.id).await?;
+    Ok((job.id, l))
+}
+
+/// Launches the updater of the recorded job `id`, and records how (or that it failed).
+async fn launch_recorded(u: &Arc<Updates>, id: &str) -> Result<Launched, String> {
+    let app = &u.app;
+    let id = id.to_owned();
     let u2 = u.clone();
-    let launched = tokio::task::spawn_blocking(move || launch(&u2, &id))
+    let jid = id.clone();
+    let launched = tokio::task::spawn_blocking(move || launch(&u2, &jid))
         .await
         .map_err(|e| e.to_string())?;
-    let id = job.id.clone();
     match launched {
         Ok(l) => {
             let what = l.describe();
-            let jid = id.clone();
             let _ = app
                 .store
-                .call(move |s| s.set_update_launcher(&jid, &what))
+                .call(move |s| s.set_update_launcher(&id, &what))
                 .await;
-            Ok((id, l))
+            Ok(l)
         }
         Err(e) => {
             let msg = e.clone();
@@ -84,6 +93,152 @@ async fn start_job(u: &Arc<Updates>, new: NewUpdateJob) -> Result<(String, Launc
                 .await;
             Err(e)
         }
+    }
+}
+
+/// An update job to the newest release of `[update] source`, or why there can be none.
+fn new_update(
+    u: &Updates,
+    requester: &str,
+    p: &UpdateRunParams,
+    origin: Option<TurnOrigin>,
+) -> Result<NewUpdateJob, String> {
+    if u.config.trusted_keys.is_empty() {
+        return Err("no trusted release key is configured: add the release's public key line to `[update] trusted_keys` in molt.toml".into());
+    }
+    let Some(source) = u.config.source.clone() else {
+        return Err(
+            "no release source: set [update] source in molt.toml (a directory or an https:// URL)"
+                .into(),
+        );
+    };
+    Ok(NewUpdateJob {
+        kind: UpdateKind::Update,
+        requester: requester.into(),
+        params: json!({
+            "source": source,
+            "restartDelayMs": p.restart_delay_ms,
+            "verifyTimeoutMs": p.timeout_ms,
+        })
+        .to_string(),
+        continuation: p.continuation_message.clone(),
+        origin,
+    })
+}
+
+/// What [`start_for_turn`] did.
+pub struct TurnUpdate {
+    pub job_id: String,
+    /// False when this tool step had started the job before (the step ran again).
+    pub started_now: bool,
+    /// How the updater was started (`systemd-run:<unit>`), when known.
+    pub launcher: Option<String>,
+    pub state: JobState,
+}
+
+/// An update an agent's tool asked for: one job per tool step (`origin.effect_key`), however
+/// often the step runs, so a turn replayed after a crash starts no second update. The
+/// session in `origin` gets the outcome as a message when the job ends.
+pub async fn start_for_turn(
+    u: &Arc<Updates>,
+    origin: TurnOrigin,
+    p: &UpdateRunParams,
+) -> Result<TurnUpdate, String> {
+    let new = new_update(u, "agent", p, Some(origin))?;
+    let (job, created) = u
+        .app
+        .store
+        .call(move |s| s.create_update_job_once(&new))
+        .await
+        .map_err(|e| format!("cannot record the update job: {e}"))?;
+    if !created {
+        return Ok(TurnUpdate {
+            job_id: job.id,
+            started_now: false,
+            launcher: job.launcher,
+            state: job.state,
+        });
+    }
+    let launched = launch_recorded(u, &job.id).await?;
+    Ok(TurnUpdate {
+        job_id: job.id,
+        started_now: true,
+        launcher: Some(launched.describe()),
+        state: JobState::Pending,
+    })
+}
+
+/// Delivers the outcome of every ended update an agent asked for to its session, once.
+pub async fn deliver_to_sessions(u: &Arc<Updates>) {
+    let jobs = match u.app.store.call(|s| s.undelivered_turn_updates()).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read updates to report to sessions");
+            return;
+        }
+    };
+    for job in jobs {
+        deliver(u, &job).await;
+    }
+}
+
+/// Marks `job` delivered and, if an agent asked for it, tells its session how it ended.
+/// Returns whether it was delivered now (false: delivered before, or not over).
+async fn deliver(u: &Arc<Updates>, job: &molt_store::UpdateJob) -> bool {
+    let running = u.app.build.version.clone();
+    let text = outcome_text(job, &running);
+    let message = crate::agent::note_message(text);
+    let (id, m) = (job.id.clone(), Message::Assistant(message.clone()));
+    match u.app.store.call(move |s| s.deliver_update(&id, &m)).await {
+        Ok(Delivery::NotNow) => false,
+        Ok(Delivery::Now { session_message }) => {
+            if let (Some(stored), Some(o)) = (session_message, &job.origin) {
+                tracing::info!(job = %job.id, session = %o.session_key, "update outcome delivered to its session");
+                u.agent.announce(&o.session_key, &o.agent_id, &stored, message);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "cannot deliver the update's outcome");
+            false
+        }
+    }
+}
+
+/// What the asking session is told: the outcome, the version that runs now (this process's,
+/// which is the truth), and the continuation message after a success.
+fn outcome_text(job: &molt_store::UpdateJob, running: &str) -> String {
+    let r = job.report();
+    let target = r
+        .target
+        .as_ref()
+        .map(|v| format!(" to {}", v.version))
+        .unwrap_or_default();
+    let why = r.reason.clone().unwrap_or_else(|| "no reason recorded".into());
+    match job.state {
+        JobState::Ok => {
+            let before = r
+                .before
+                .as_ref()
+                .map(|v| format!(" (before: {})", v.version))
+                .unwrap_or_default();
+            let mut t = format!("Update {} finished: molt {running} now runs{before}.", job.id);
+            if let Some(c) = job.continuation.as_deref().filter(|c| !c.trim().is_empty()) {
+                t.push_str("\n\n");
+                t.push_str(c);
+            }
+            t
+        }
+        JobState::RolledBack => format!(
+            "Update {}{target} was ROLLED BACK: {why}. molt {running} still runs; nothing \
+             changed. `molt update status` has each step.",
+            job.id
+        ),
+        _ => format!(
+            "Update {}{target} FAILED: {why}. molt {running} runs. `molt update status` has \
+             each step.",
+            job.id
+        ),
     }
 }
 
@@ -98,31 +253,10 @@ async fn run(
             "git targets are not supported: molt installs signed releases from [update] source",
         ));
     }
-    if u.config.trusted_keys.is_empty() {
-        return Err(ErrorShape::invalid(
-            "no trusted release key is configured: add the release's public key line to `[update] trusted_keys` in molt.toml",
-        ));
-    }
-    let Some(source) = u.config.source.clone() else {
-        return Err(ErrorShape::invalid(
-            "no release source: set [update] source in molt.toml (a directory or an https:// URL)",
-        ));
-    };
     if let Some(note) = &p.note {
         tracing::info!(note = %note, "update requested over the protocol");
     }
-    let new = NewUpdateJob {
-        kind: UpdateKind::Update,
-        requester: "rpc".into(),
-        params: json!({
-            "source": source,
-            "restartDelayMs": p.restart_delay_ms,
-            "verifyTimeoutMs": p.timeout_ms,
-        })
-        .to_string(),
-        continuation: p.continuation_message,
-        origin: None,
-    };
+    let new = new_update(&u, "rpc", &p, None).map_err(ErrorShape::invalid)?;
     let (id, launched) = start_job(&u, new).await.map_err(unavailable)?;
     Ok(UpdateRunResult {
         ok: true,
@@ -179,12 +313,14 @@ async fn notify(u: Arc<Updates>, _: Caller, p: NotifyParams) -> Result<NotifyRes
         continuation_message: report.continuation_message,
     };
     let payload = serde_json::to_value(&event).map_err(unavailable)?;
+    if !deliver(&u, &job).await {
+        return Ok(NotifyResult {
+            ok: true,
+            delivered: false,
+            reason: Some("delivered before".into()),
+        });
+    }
     app.broadcast("molt.update.result", payload);
-    let id = job.id.clone();
-    app.store
-        .call(move |s| s.mark_update_delivered(&id))
-        .await
-        .map_err(unavailable)?;
     Ok(NotifyResult {
         ok: true,
         delivered: true,
@@ -194,8 +330,12 @@ async fn notify(u: Arc<Updates>, _: Caller, p: NotifyParams) -> Result<NotifyRes
 
 /// At start-up: an update job left `running` with nobody holding the update lock had its
 /// updater die. A recovery job brings the install to a consistent state, outside this process.
+///
+/// Also delivers the outcome of ended updates that agents asked for and whose session has
+/// not heard it (the updater's notice reached no gateway).
 pub fn recover_at_start(u: Arc<Updates>) {
     tokio::spawn(async move {
+        deliver_to_sessions(&u).await;
         let app = &u.app;
         let unfinished = match app.store.call(|s| s.unfinished_update_jobs()).await {
             Ok(j) => j,

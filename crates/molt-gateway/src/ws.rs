@@ -610,6 +610,7 @@ fn register(
             kick,
             presence,
             tool_events: session.tool_events,
+            approvals: molt_protocol::scope::allows(&session.scopes, Scope::Approvals),
             sessions_changed: false,
             message_keys: Default::default(),
         },

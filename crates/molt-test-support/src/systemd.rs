@@ -125,11 +125,11 @@ impl ServiceHome {
         let xdg = PathBuf::from(std::env::var("XDG_CONFIG_HOME").expect("XDG_CONFIG_HOME"));
         let dir = xdg.join(format!("molt-{profile}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("molt.toml"),
-            format!("[gateway]\nport = {}\n{config}", home.port),
-        )
-        .unwrap();
+        let path = dir.join("molt.toml");
+        std::fs::write(&path, format!("[gateway]\nport = {}\n{config}", home.port)).unwrap();
+        // It may hold a model key: the gateway refuses such a file unless it is private.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         Self { home, profile }
     }
 

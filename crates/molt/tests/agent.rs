@@ -46,6 +46,10 @@ id = "claude-fake"
 [agents.defaults]
 model = "{model}"
 {extra}
+# The tests' markers live in HOME, outside the workspace: let the sandboxed tools reach it.
+[tools.exec]
+allow_write = ["~/"]
+allow_read = ["~/"]
 "#,
         fake.openai_base_url(),
         fake.anthropic_base_url()

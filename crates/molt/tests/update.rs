@@ -1495,3 +1495,218 @@ fn an_https_source_is_verified_with_rustls() {
         .unwrap_or("");
     assert!(download.contains(&tls.url()), "{r:#}");
 }
+
+// ---- the seed, with a real agent turn ------------------------------------------------------
+
+const SEED_KEY: &str = "sk-molt-seed-5c2e9a71";
+
+/// `[update] source` and the model and agent tables, after `config`'s `[update]` lines.
+fn agent_extra(source: &Path, fake: &molt_fake_model::FakeModel) -> String {
+    format!(
+        "source = \"{}\"\n[models.providers.fake]\napi = \"openai-completions\"\nbase_url = \"{}\"\n\
+         api_key = \"{SEED_KEY}\"\n[[models.providers.fake.models]]\nid = \"fake-1\"\n\
+         [agents.defaults]\nmodel = \"fake/fake-1\"\n",
+        source.display(),
+        fake.openai_base_url()
+    )
+}
+
+/// Replaces the release in `dir` with the one in `from`.
+fn swap_release(dir: &Path, from: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    copy_release(from, dir);
+}
+
+/// Messages of session `key` (role, text), oldest first.
+fn transcript(svc: &Svc, key: &str) -> Vec<(String, String)> {
+    let h = svc.s.molt_json(&[
+        "call",
+        "chat.history",
+        "--params",
+        &json!({"sessionKey": key, "limit": 1000}).to_string(),
+    ]);
+    h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let text = m["content"]
+                .as_array()
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|b| b["text"].as_str())
+                        .collect::<String>()
+                })
+                .or_else(|| m["content"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (m["role"].as_str().unwrap_or("").to_owned(), text)
+        })
+        .collect()
+}
+
+/// Sends `text` to `key` as run `run`, over the protocol; returns at once.
+fn send(svc: &Svc, key: &str, run: &str, text: &str) {
+    let r = svc.s.molt_json(&[
+        "call",
+        "chat.send",
+        "--params",
+        &json!({"sessionKey": key, "message": text, "idempotencyKey": run}).to_string(),
+    ]);
+    assert_eq!(r["runId"], run, "{r:#}");
+}
+
+/// The seed, with the agent asked to update itself: session A's model calls the `gateway`
+/// tool's `update.run` while sessions B and C stream slow replies and an exec run is busy.
+/// v2 serves, the unit stays active, no connect is refused, every turn and the run complete,
+/// and A hears "v2 runs" exactly once. Then a broken v3 through the same tool rolls back,
+/// and A hears that too.
+#[test]
+fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
+    if !systemd_available() {
+        return;
+    }
+    use molt_fake_model::{FakeModel, Reply};
+    let fake = FakeModel::start_with_key(SEED_KEY);
+    fake.set_default(Reply::text("(unscripted)"));
+    let source = fixtures().root.join(format!("seed-agent-src-{}", std::process::id()));
+    swap_release(&source, &release_of(V2));
+    let svc = Svc::new("uagent", Path::new(MOLT), &agent_extra(&source, &fake));
+    svc.assert_serving(V1);
+
+    // B and C stream slowly: ~10 s each, across the update.
+    let slow = || {
+        Reply::text_chunks((0..40).map(|i| format!("b{i} "))).interval(Duration::from_millis(250))
+    };
+    for (n, key) in [(1, "agent:main:b"), (2, "agent:main:c")] {
+        fake.push(slow());
+        send(&svc, key, &format!("seed-{key}"), "tell me a long story");
+        wait_for("the slow stream starts", Duration::from_secs(20), || {
+            (fake.request_count() >= n).then_some(())
+        });
+    }
+    let busy = svc
+        .s
+        .molt_ok(&["run", "exec", "--", "sh", "-c", "sleep 8; echo done"])
+        .trim()
+        .to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (connects, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hammer = {
+        let (stop, connects, refused, port) =
+            (stop.clone(), connects.clone(), refused.clone(), svc.port());
+        std::thread::spawn(move || {
+            for _ in 0..50_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], port).into(),
+                    Duration::from_secs(2),
+                ) {
+                    Ok(_) => connects.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let states = Arc::new(Mutex::new(BTreeSet::new()));
+    let sampler = {
+        let (stop, states, unit) = (stop.clone(), states.clone(), svc.s.unit());
+        std::thread::spawn(move || {
+            for _ in 0..50_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let m = unit_show(&unit, &["ActiveState"]);
+                states.lock().unwrap().insert(m["ActiveState"].clone());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    // A asks its agent to update; the model calls the tool.
+    let t0 = Instant::now();
+    fake.push(Reply::tool_call(
+        "call_up",
+        "gateway",
+        json!({"action": "update.run", "continuationMessage": "Back after the update.", "note": "asked by the user"}),
+    ));
+    fake.push(Reply::text("The update is under way."));
+    send(&svc, "agent:main:a", "seed-a", "update yourself");
+    let r = svc.wait_job_end();
+    println!("the agent's update: {:?}\n{r:#}", t0.elapsed());
+    assert_ok(&r, Some(0), V1, V2);
+    assert_eq!(r["requester"], "agent", "{r:#}");
+    let job = r["jobId"].as_str().unwrap().to_owned();
+    for run in ["seed-agent:main:b", "seed-agent:main:c", "seed-a", busy.as_str()] {
+        wait_for("every turn and run completes", Duration::from_secs(90), || {
+            (run_of(&svc, run)["state"] == "succeeded").then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+    sampler.join().unwrap();
+    let seen = states.lock().unwrap().clone();
+    println!(
+        "connects {} refused {}; unit states {seen:?}",
+        connects.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "no refused connection");
+    assert_eq!(seen, BTreeSet::from(["active".to_owned()]), "the unit stays active");
+    svc.assert_serving(V2);
+    for key in ["agent:main:b", "agent:main:c"] {
+        let t = transcript(&svc, key);
+        let reply = &t.last().unwrap().1;
+        assert!(
+            reply.starts_with("b0 b1") && reply.trim_end().ends_with("b39"),
+            "{key} got its whole reply once: {t:?}"
+        );
+    }
+    let says_v2 = |t: &[(String, String)]| {
+        t.iter()
+            .filter(|(role, text)| {
+                role == "assistant" && text.contains(&format!("molt {V2} now runs"))
+            })
+            .count()
+    };
+    let a = wait_for("A hears the outcome", Duration::from_secs(30), || {
+        let t = transcript(&svc, "agent:main:a");
+        (says_v2(&t) > 0).then_some(t)
+    });
+    println!("A: {a:#?}");
+    assert_eq!(says_v2(&a), 1, "exactly once: {a:#?}");
+    let note = a.iter().find(|(_, t)| t.contains("now runs")).unwrap();
+    assert!(note.1.contains(&job) && note.1.contains("Back after the update."), "{note:?}");
+
+    // A broken v3 through the same tool: rolled back, and A is told.
+    swap_release(&source, &release(&[(EXIT_AT_START.0, Some(EXIT_AT_START.1))], 30));
+    fake.push(Reply::tool_call(
+        "call_up3",
+        "gateway",
+        json!({"action": "update.run"}),
+    ));
+    fake.push(Reply::text("Trying the next version."));
+    send(&svc, "agent:main:a", "seed-a3", "update again");
+    let r3 = wait_for("the v3 job ends", JOB_DEADLINE, || {
+        let r = svc.update_status();
+        (r["jobId"] != job.as_str()
+            && !matches!(r["result"].as_str(), Some("RUNNING" | "PENDING") | None))
+        .then_some(r)
+    });
+    println!("v3: {r3:#}");
+    assert_eq!(r3["result"], "ROLLED BACK", "{r3:#}");
+    svc.assert_serving(V2);
+    let a = wait_for("A hears of the rollback", Duration::from_secs(30), || {
+        let t = transcript(&svc, "agent:main:a");
+        t.iter()
+            .any(|(role, text)| role == "assistant" && text.contains("ROLLED BACK"))
+            .then_some(t)
+    });
+    let rolled: Vec<_> = a.iter().filter(|(_, t)| t.contains("ROLLED BACK")).collect();
+    assert_eq!(rolled.len(), 1, "{a:#?}");
+    assert!(rolled[0].1.contains(&format!("molt {V2} still runs")), "{rolled:?}");
+    assert_eq!(says_v2(&a), 1, "the first outcome is not repeated: {a:#?}");
+}

@@ -45,6 +45,8 @@ const RELAY_KEEP_MS: i64 = 10 * 60 * 1000;
 pub struct AgentEnv {
     pub agents: AgentsConfig,
     pub models: ModelsConfig,
+    /// The top-level `[tools]` table, under each agent's own.
+    pub tools: molt_config::tools::ToolSettings,
     pub home: PathBuf,
     /// Default workspaces live here (`~/.local/share/molt[-P]`).
     pub data_dir: PathBuf,
@@ -96,6 +98,27 @@ pub struct Agent {
     active: watch::Sender<usize>,
     /// Run ids of turns that ended in this process.
     ended: broadcast::Sender<String>,
+    /// Woken when an approval is decided here; waiters also poll, for decisions made in
+    /// another process.
+    pub approvals_changed: Notify,
+    /// What the `gateway` tool acts on; set once the gateway's parts exist.
+    pub control: std::sync::OnceLock<tools::GatewayControl>,
+}
+
+/// An assistant message the gateway itself writes into a transcript (`chat.inject`, an
+/// update's outcome): no model produced it.
+pub fn note_message(text: String) -> molt_protocol::transcript::AssistantMessage {
+    use molt_protocol::transcript::{AssistantMessage, ContentBlock, StopReason, Usage};
+    AssistantMessage {
+        content: vec![ContentBlock::Text { text }],
+        api: "openai-responses".into(),
+        provider: "molt".into(),
+        model: "gateway-injected".into(),
+        usage: Usage::default(),
+        stop_reason: StopReason::Stop,
+        timestamp: crate::app::now_ms() as i64,
+        response_id: None,
+    }
 }
 
 impl Agent {
@@ -139,14 +162,41 @@ impl Agent {
             inflight: Mutex::new(HashMap::new()),
             active: watch::Sender::new(0),
             ended: broadcast::channel(1024).0,
+            approvals_changed: Notify::new(),
+            control: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Publishes a message the gateway appended to a session (`stored`, made from
+    /// `message`): a `chat` final for watchers of the session, and `session.message`.
+    pub fn announce(
+        &self,
+        key: &str,
+        agent_id: &str,
+        stored: &molt_store::StoredMessage,
+        message: molt_protocol::transcript::AssistantMessage,
+    ) {
+        let mut em = events::Emitter::new(
+            self.sink.clone(),
+            &format!("inject-msg_{}", stored.id),
+            key,
+            agent_id,
+            &stored.session_id,
+            0,
+        );
+        em.chat(molt_protocol::methods::chat::ChatState::Final {
+            message: Some(Box::new(message)),
+            usage: None,
+            stop_reason: Some("stop".into()),
+        });
+        events::publish_message(&self.sink, key, agent_id, stored);
     }
 
     /// The agent `id`, resolved against `[agents.defaults]`.
     pub fn profile(&self, id: &str) -> Option<AgentProfile> {
         self.env
             .agents
-            .resolve(id, &self.env.home, &self.env.data_dir)
+            .resolve_with(id, &self.env.home, &self.env.data_dir, &self.env.tools)
     }
 
     /// The model for `agent`, with a session's `provider/model` override.

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Agent;
 use super::events::Emitter;
-use super::tools::{Stop, ToolContext, ToolEnd};
+use super::tools::{FollowUp, Stop, ToolContext, ToolEnd, ToolOutput};
 use crate::app::now_ms;
 
 /// What a driver starts from when its caller already holds it.
@@ -171,6 +171,7 @@ impl Agent {
                     self.tool_step(
                         run,
                         agent,
+                        &turn.session_key,
                         &step,
                         (call_id, name, arguments),
                         cancel,
@@ -230,12 +231,12 @@ impl Agent {
                 return Ok(StepEnd::TurnOver);
             }
         };
-        let specs = self.tools.specs();
+        let specs = self.tools.specs(agent);
         let system = super::prompt::system_prompt(
             agent,
             &turn.session_key,
             &model.reference.to_string(),
-            &self.tools.names(),
+            &self.tools.names(agent),
         );
         em.chat(ChatState::Status {
             phase: "starting_model".into(),
@@ -321,10 +322,12 @@ impl Agent {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn tool_step(
         self: &Arc<Self>,
         run: &RunId,
         agent: &AgentProfile,
+        session_key: &str,
         step: &StepRecord,
         (call_id, name, args): (&String, &String, &Value),
         cancel: &Notify,
@@ -359,22 +362,19 @@ impl Agent {
             env.push(("MOLT_PROFILE", p.clone()));
         }
         let ctx = ToolContext {
-            workspace: agent.workspace.clone(),
+            host: self,
+            agent,
+            run_id: &run.0,
+            session_key,
+            effect_key: &step.effect_key,
             timeout: Duration::from_millis(agent.exec_timeout_ms),
             env,
             scrub: self.secret_env(),
             output: out_tx,
         };
-        let end = match self.tools.get(name) {
-            None => ToolEnd::Done {
-                text: format!(
-                    "there is no tool named {name:?}; available: {}",
-                    self.tools.names().join(", ")
-                ),
-                details: json!({"status": "failed"}),
-                is_error: true,
-            },
-            Some(tool) => {
+        let end = match self.tools.get(agent, name) {
+            Err(refused) => ToolEnd::Done(ToolOutput::error(refused)),
+            Ok(tool) => {
                 let mut abort = self.abort.subscribe();
                 let stop = Box::pin(async move {
                     tokio::select! {
@@ -396,7 +396,12 @@ impl Agent {
         while let Ok(chunk) = out_rx.try_recv() {
             output_delta(em, call_id, name, &chunk);
         }
-        let (text, details, is_error) = match end {
+        let ToolOutput {
+            text,
+            details,
+            is_error,
+            then,
+        } = match end {
             ToolEnd::Stopped(Stop::Cancel) => {
                 self.end_cancelled(run, Some(step.index), em).await?;
                 return Ok(StepEnd::TurnOver);
@@ -410,11 +415,7 @@ impl Agent {
                 .await?;
                 return Ok(StepEnd::Released);
             }
-            ToolEnd::Done {
-                text,
-                details,
-                is_error,
-            } => (text, details, is_error),
+            ToolEnd::Done(out) => out,
         };
         let status = if is_error { "failed" } else { "completed" };
         em.agent(
@@ -452,7 +453,30 @@ impl Agent {
         self.store
             .call(move |s| s.finish_tool_step(&rid, index, boot, &result, seq))
             .await?;
+        // Only now: a restart begun before the result was saved would interrupt this step,
+        // which would run again and restart again.
+        if then == Some(FollowUp::Handover) {
+            self.request_handover(run);
+        }
         Ok(StepEnd::Continue)
+    }
+
+    /// Starts a handover restart on its own task; this turn goes on, and is handed over with
+    /// everything else in flight.
+    fn request_handover(&self, run: &RunId) {
+        let Some(c) = self.control.get() else {
+            tracing::warn!(run = %run, "restart asked for before the gateway was ready; ignored");
+            return;
+        };
+        let handover = c.handover.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let (outcome, _) = handover.request().await;
+            match outcome {
+                Ok(_) => tracing::info!(run = %run, "handover restart asked for by the agent done"),
+                Err(e) => tracing::error!(run = %run, error = %e, "handover restart asked for by the agent failed; still serving"),
+            }
+        });
     }
 
     /// A step cut short by `abort`. For a successor, the turn is released now; on a stop it

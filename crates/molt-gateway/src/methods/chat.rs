@@ -207,16 +207,7 @@ async fn inject(
         Some(l) => format!("[{l}]\n\n{}", p.message),
         None => p.message.clone(),
     };
-    let message = AssistantMessage {
-        content: vec![ContentBlock::Text { text }],
-        api: "openai-responses".into(),
-        provider: "molt".into(),
-        model: "gateway-injected".into(),
-        usage: Usage::default(),
-        stop_reason: StopReason::Stop,
-        timestamp: now_ms() as i64,
-        response_id: None,
-    };
+    let message = crate::agent::note_message(text);
     let (k, a, m) = (
         key.clone(),
         agent_id.clone(),
@@ -231,20 +222,7 @@ async fn inject(
         .await
         .map_err(store_err)?;
     let message_id = format!("msg_{}", stored.id);
-    let mut em = Emitter::new(
-        agent.sink.clone(),
-        &format!("inject-{message_id}"),
-        &key,
-        &agent_id,
-        &stored.session_id,
-        0,
-    );
-    em.chat(ChatState::Final {
-        message: Some(Box::new(message)),
-        usage: None,
-        stop_reason: Some("stop".into()),
-    });
-    publish_message(&agent.sink, &key, &agent_id, &stored);
+    agent.announce(&key, &agent_id, &stored, message);
     Ok(ChatInjectResult {
         ok: true,
         message_id,

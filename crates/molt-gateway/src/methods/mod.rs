@@ -4,6 +4,7 @@
 //! the family's file here, and add one `.on::<M>(handler)` line to that file's `register`.
 
 mod agents;
+mod approvals;
 mod chat;
 mod devices;
 mod sessions;
@@ -19,7 +20,7 @@ use crate::router::Router;
 use crate::update::Updates;
 
 pub use agents::ConfigView;
-pub use system::GatewayFacts;
+pub use system::{GatewayFacts, status_of};
 
 /// What the handlers work on.
 pub struct Parts {
@@ -42,5 +43,6 @@ pub fn router(parts: &Parts) -> Router {
     chat::register(&mut r, &parts.agent);
     sessions::register(&mut r, &parts.agent);
     agents::register(&mut r, &parts.agent, &parts.config);
+    approvals::register(&mut r, &parts.agent);
     r
 }

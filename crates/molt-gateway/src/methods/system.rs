@@ -127,6 +127,11 @@ async fn identity(app: Arc<App>, _: Caller, _: AnyParams) -> Result<IdentityResu
 }
 
 async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusResult, ErrorShape> {
+    status_of(&g).await
+}
+
+/// What `status` answers (the `gateway` tool's `status` too).
+pub async fn status_of(g: &GatewayFacts) -> Result<StatusResult, ErrorShape> {
     let app = &g.app;
     let ids = g.agents.ids();
     let (runs, last, total_sessions, session_counts) = {
@@ -168,7 +173,7 @@ async fn status(g: Arc<GatewayFacts>, _: Caller, _: AnyParams) -> Result<StatusR
             shed,
         },
         last_handover: last.and_then(|t| serde_json::from_str(&t).ok()),
-        openclaw: openclaw_status(&g, &ids, runs, total_sessions, &session_counts),
+        openclaw: openclaw_status(g, &ids, runs, total_sessions, &session_counts),
     })
 }
 

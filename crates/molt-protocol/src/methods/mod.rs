@@ -3,6 +3,7 @@
 //! one handler registered in the gateway's router; the CLI calls it through the same types.
 
 pub mod agents;
+pub mod approvals;
 pub mod chat;
 pub mod devices;
 pub mod sessions;
@@ -22,6 +23,7 @@ pub fn all() -> impl Iterator<Item = MethodInfo> {
         chat::DECLARED,
         sessions::DECLARED,
         agents::DECLARED,
+        approvals::DECLARED,
     ]
     .into_iter()
     .flatten()
@@ -45,6 +47,8 @@ pub const EVENTS: &[&str] = &[
     "agent",
     "session.message",
     "sessions.changed",
+    approvals::REQUESTED_EVENT,
+    approvals::RESOLVED_EVENT,
 ];
 
 #[cfg(test)]

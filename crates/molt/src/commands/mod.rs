@@ -3,6 +3,7 @@
 //! Client commands reach the gateway only over the protocol.
 
 mod agent;
+mod approvals;
 mod call;
 mod chat;
 mod config;
@@ -91,6 +92,9 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Talk with an agent: each line of input is a turn, the reply streams back.
     Chat(chat::ChatArgs),
+    /// Approve or deny the agent's commands that wait for an operator.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// List, show, reset and delete conversation sessions.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -164,5 +168,6 @@ pub fn run(globals: Globals, command: Command) -> Result<(), Failure> {
         Command::Agent(args) => agent::exec(&resolve()?, &access, &args),
         Command::Chat(args) => chat::exec(&resolve()?, &access, &args),
         Command::Sessions(cmd) => sessions::exec(&resolve()?, &access, &cmd),
+        Command::Approvals(cmd) => approvals::exec(&resolve()?, &access, &cmd),
     }
 }
