@@ -435,8 +435,8 @@ fn parse(tokens: &[Token]) -> Result<Vec<String>, String> {
                 }
                 if !w.quoted {
                     match w.text.as_str() {
-                        "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!"
-                        | "{" | "time" | "fi" | "done" | "}" => continue,
+                        "if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!" | "{"
+                        | "time" | "fi" | "done" | "}" => continue,
                         "[[" => {
                             in_test = true;
                             continue;
@@ -571,8 +571,14 @@ mod tests {
 
     #[test]
     fn compound_commands() {
-        assert_eq!(names("if true; then echo y; else echo n; fi"), ["true", "echo", "echo"]);
-        assert_eq!(names("while read l; do echo \"$l\"; done < f"), ["read", "echo"]);
+        assert_eq!(
+            names("if true; then echo y; else echo n; fi"),
+            ["true", "echo", "echo"]
+        );
+        assert_eq!(
+            names("while read l; do echo \"$l\"; done < f"),
+            ["read", "echo"]
+        );
         assert_eq!(names("! grep -q x f"), ["grep"]);
         assert_eq!(names("[[ -f x ]] && cat x"), ["cat"]);
         assert!(refused("for x in a b; do echo $x; done").contains("for"));

@@ -1,2 +1,3 @@
 //! placeholder
 pub mod command;
+pub mod fs;
