@@ -1,0 +1,4 @@
+//! placeholder
+pub mod command;
+pub mod fs;
+pub mod sandbox;
