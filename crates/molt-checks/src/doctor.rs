@@ -662,7 +662,9 @@ fn check_sandbox(d: &Doctor) -> Outcome {
     use molt_config::tools::{ExecNetwork, ToolPolicy};
     let support = molt_tools::sandbox::support();
     let cfg = &d.ctx.config;
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let data = d.ctx.share_dir.clone();
     let policies: Vec<(String, ToolPolicy)> = cfg
         .agents

@@ -12,9 +12,9 @@ use molt_protocol::methods::update::{
     NotifyParams, NotifyResult, UpdateNotify, UpdateResultEvent, UpdateRun, UpdateRunParams,
     UpdateRunResult, UpdateStatus, UpdateStatusParams, UpdateStatusResult,
 };
+use molt_protocol::transcript::Message;
 use molt_service::transient::{self, Launched};
 use molt_service::update_lock::UpdateLock;
-use molt_protocol::transcript::Message;
 use molt_store::{Delivery, JobState, NewUpdateJob, TurnOrigin, UpdateKind};
 use serde_json::json;
 
@@ -194,7 +194,8 @@ async fn deliver(u: &Arc<Updates>, job: &molt_store::UpdateJob) -> bool {
         Ok(Delivery::Now { session_message }) => {
             if let (Some(stored), Some(o)) = (session_message, &job.origin) {
                 tracing::info!(job = %job.id, session = %o.session_key, "update outcome delivered to its session");
-                u.agent.announce(&o.session_key, &o.agent_id, &stored, message);
+                u.agent
+                    .announce(&o.session_key, &o.agent_id, &stored, message);
             }
             true
         }
@@ -214,7 +215,10 @@ fn outcome_text(job: &molt_store::UpdateJob, running: &str) -> String {
         .as_ref()
         .map(|v| format!(" to {}", v.version))
         .unwrap_or_default();
-    let why = r.reason.clone().unwrap_or_else(|| "no reason recorded".into());
+    let why = r
+        .reason
+        .clone()
+        .unwrap_or_else(|| "no reason recorded".into());
     match job.state {
         JobState::Ok => {
             let before = r
@@ -222,7 +226,10 @@ fn outcome_text(job: &molt_store::UpdateJob, running: &str) -> String {
                 .as_ref()
                 .map(|v| format!(" (before: {})", v.version))
                 .unwrap_or_default();
-            let mut t = format!("Update {} finished: molt {running} now runs{before}.", job.id);
+            let mut t = format!(
+                "Update {} finished: molt {running} now runs{before}.",
+                job.id
+            );
             if let Some(c) = job.continuation.as_deref().filter(|c| !c.trim().is_empty()) {
                 t.push_str("\n\n");
                 t.push_str(c);

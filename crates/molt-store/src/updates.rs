@@ -67,7 +67,7 @@ pub enum Delivery {
     /// Marked delivered now; `session_message` is the message appended to the asking
     /// session, if an agent asked.
     Now {
-        session_message: Option<crate::StoredMessage>,
+        session_message: Option<Box<crate::StoredMessage>>,
     },
 }
 
@@ -310,7 +310,7 @@ impl Store {
         };
         tx.commit().ctx("committing update delivery")?;
         Ok(Delivery::Now {
-            session_message: stored,
+            session_message: stored.map(Box::new),
         })
     }
 

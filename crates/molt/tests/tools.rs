@@ -104,7 +104,7 @@ async fn tool_results(c: &mut Client) -> Vec<(String, bool, String)> {
 /// Scripts one turn: each call in order, then a closing text.
 fn script(fake: &FakeModel, calls: &[(&str, Value)]) {
     for (i, (name, args)) in calls.iter().enumerate() {
-        fake.push(Reply::tool_call(&format!("call_{i}"), name, args.clone()));
+        fake.push(Reply::tool_call(format!("call_{i}"), *name, args.clone()));
     }
     fake.push(Reply::text("done"));
 }
@@ -112,7 +112,7 @@ fn script(fake: &FakeModel, calls: &[(&str, Value)]) {
 #[test]
 fn file_tools_stay_inside_the_workspace_whatever_the_path_says() {
     let fake = FakeModel::start_with_key(KEY);
-    let home = home_with(&fake, "");
+    let home = home_with(&fake, "max_steps = 100");
     let _gw = home.start();
     let ws = workspace(&home);
     std::fs::create_dir_all(&ws).unwrap();
@@ -126,16 +126,28 @@ fn file_tools_stay_inside_the_workspace_whatever_the_path_says() {
         "file-link",
     ];
     let mut calls: Vec<(&str, Value)> = vec![
-        ("write", json!({"path": "notes/a.txt", "content": "one\ntwo\nthree\n"})),
-        ("edit", json!({"path": "notes/a.txt", "edits": [{"oldText": "two", "newText": "2"}]})),
+        (
+            "write",
+            json!({"path": "notes/a.txt", "content": "one\ntwo\nthree\n"}),
+        ),
+        (
+            "edit",
+            json!({"path": "notes/a.txt", "edits": [{"oldText": "two", "newText": "2"}]}),
+        ),
         ("read", json!({"path": "notes/a.txt"})),
         ("ls", json!({"path": "notes"})),
-        ("edit", json!({"path": "notes/a.txt", "edits": [{"oldText": "absent", "newText": "x"}]})),
+        (
+            "edit",
+            json!({"path": "notes/a.txt", "edits": [{"oldText": "absent", "newText": "x"}]}),
+        ),
     ];
     for p in escapes {
         calls.push(("read", json!({"path": p})));
         calls.push(("write", json!({"path": p, "content": "pwned"})));
-        calls.push(("edit", json!({"path": p, "edits": [{"oldText": "secret", "newText": "pwned"}]})));
+        calls.push((
+            "edit",
+            json!({"path": p, "edits": [{"oldText": "secret", "newText": "pwned"}]}),
+        ));
     }
     calls.push(("ls", json!({"path": ".."})));
     calls.push(("ls", json!({"path": "/etc"})));
@@ -155,7 +167,11 @@ fn file_tools_stay_inside_the_workspace_whatever_the_path_says() {
     assert!(!results[0].1 && !results[1].1, "{results:#?}");
     assert!(results[2].2.contains("one\n2\nthree"), "{:?}", results[2]);
     assert!(results[3].2.contains("a.txt"), "{:?}", results[3]);
-    assert!(results[4].1, "an edit that matches nothing fails: {:?}", results[4]);
+    assert!(
+        results[4].1,
+        "an edit that matches nothing fails: {:?}",
+        results[4]
+    );
     for (i, r) in results.iter().enumerate().skip(5) {
         assert!(r.1, "call {i} ({:?}) must be refused: {r:?}", calls[i]);
         assert!(
@@ -210,17 +226,40 @@ fn exec_is_sandboxed_and_web_fetch_refuses_private_addresses() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let outside = home.path().join("outside-write");
-    let (web_port, web) = html_server("<html><body><h1>Hello</h1><script>x()</script><p>from the page</p></body></html>");
+    let (web_port, web) = html_server(
+        "<html><body><h1>Hello</h1><script>x()</script><p>from the page</p></body></html>",
+    );
     script(
         &fake,
         &[
-            ("exec", json!({"command": "sh -c 'echo x > /etc/molt-test'"})),
-            ("exec", json!({"command": format!("echo x > {}", outside.display())})),
-            ("exec", json!({"command": "echo inside > in-ws.txt && echo x > \"$TMPDIR/t\" && cat /etc/hostname >/dev/null && echo wrote"})),
-            ("exec", json!({"command": format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")})),
-            ("exec", json!({"command": "grep NoNewPrivs /proc/self/status"})),
-            ("web_fetch", json!({"url": format!("http://127.0.0.1:{web_port}/")})),
-            ("web_fetch", json!({"url": format!("http://localhost:{web_port}/")})),
+            (
+                "exec",
+                json!({"command": "sh -c 'echo x > /etc/molt-test'"}),
+            ),
+            (
+                "exec",
+                json!({"command": format!("echo x > {}", outside.display())}),
+            ),
+            (
+                "exec",
+                json!({"command": "echo inside > in-ws.txt && echo x > \"$TMPDIR/t\" && cat /etc/hostname >/dev/null && echo wrote"}),
+            ),
+            (
+                "exec",
+                json!({"command": format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")}),
+            ),
+            (
+                "exec",
+                json!({"command": "grep NoNewPrivs /proc/self/status"}),
+            ),
+            (
+                "web_fetch",
+                json!({"url": format!("http://127.0.0.1:{web_port}/")}),
+            ),
+            (
+                "web_fetch",
+                json!({"url": format!("http://localhost:{web_port}/")}),
+            ),
         ],
     );
     let results = rt().block_on(async {
@@ -241,8 +280,15 @@ fn exec_is_sandboxed_and_web_fetch_refuses_private_addresses() {
         "{:?}",
         results[1]
     );
-    assert!(!outside.exists(), "a write to $HOME outside the workspace failed");
-    assert!(!results[2].1 && results[2].2.contains("wrote"), "{:?}", results[2]);
+    assert!(
+        !outside.exists(),
+        "a write to $HOME outside the workspace failed"
+    );
+    assert!(
+        !results[2].1 && results[2].2.contains("wrote"),
+        "{:?}",
+        results[2]
+    );
     assert_eq!(
         std::fs::read_to_string(workspace(&home).join("in-ws.txt")).unwrap(),
         "inside\n"
@@ -274,7 +320,10 @@ fn web_fetch_reaches_loopback_only_when_configured_and_returns_readable_text() {
     );
     script(
         &fake,
-        &[("web_fetch", json!({"url": format!("http://127.0.0.1:{web_port}/")}))],
+        &[(
+            "web_fetch",
+            json!({"url": format!("http://127.0.0.1:{web_port}/")}),
+        )],
     );
     let results = rt().block_on(async {
         let mut c = Client::connect(home.client_options()).await.unwrap();
@@ -284,7 +333,10 @@ fn web_fetch_reaches_loopback_only_when_configured_and_returns_readable_text() {
     });
     let (_, err, text) = &results[0];
     assert!(!err, "{text}");
-    assert!(text.contains("Hello") && text.contains("from & the page"), "{text}");
+    assert!(
+        text.contains("Hello") && text.contains("from & the page"),
+        "{text}"
+    );
     assert!(!text.contains("evil()") && !text.contains("<h1>"), "{text}");
     assert_eq!(web.join().unwrap(), 1);
 }
@@ -317,7 +369,10 @@ fn a_denied_tool_is_never_offered_and_a_call_to_it_is_refused() {
     assert!(!offered.contains(&"exec".to_owned()), "{offered:?}");
     assert!(!offered.contains(&"web_fetch".to_owned()), "{offered:?}");
     assert!(offered.contains(&"read".to_owned()), "{offered:?}");
-    assert!(results[0].1 && results[0].2.contains("not allowed"), "{results:?}");
+    assert!(
+        results[0].1 && results[0].2.contains("not allowed"),
+        "{results:?}"
+    );
     assert!(!marker.exists(), "the denied call did not run");
 }
 
@@ -335,7 +390,10 @@ fn an_ask_exec_waits_through_a_handover_and_a_restart_and_runs_once_when_approve
     std::fs::create_dir_all(workspace(&home)).unwrap();
     script(
         &fake,
-        &[("exec", json!({"command": "echo ran >> approved-runs; echo ok"}))],
+        &[(
+            "exec",
+            json!({"command": "echo ran >> approved-runs; echo ok"}),
+        )],
     );
     rt().block_on(async {
         let mut c = Client::connect(home.client_options()).await.unwrap();
@@ -346,9 +404,11 @@ fn an_ask_exec_waits_through_a_handover_and_a_restart_and_runs_once_when_approve
         .await
         .unwrap();
     });
-    let first = wait_for("the call asks for approval", Duration::from_secs(20), || {
-        pending_approvals(&home).into_iter().next()
-    });
+    let first = wait_for(
+        "the call asks for approval",
+        Duration::from_secs(20),
+        || pending_approvals(&home).into_iter().next(),
+    );
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(first["commandText"], "echo ran >> approved-runs; echo ok");
     assert_eq!(first["status"], "pending");
@@ -366,10 +426,16 @@ fn an_ask_exec_waits_through_a_handover_and_a_restart_and_runs_once_when_approve
         (!pid_alive(new as i32)).then_some(())
     });
     let _gw2 = home.start();
-    let again = wait_for("still waiting after the restart", Duration::from_secs(20), || {
-        pending_approvals(&home).into_iter().next()
-    });
-    assert_eq!(again["id"], id.as_str(), "the same approval, not a second one");
+    let again = wait_for(
+        "still waiting after the restart",
+        Duration::from_secs(20),
+        || pending_approvals(&home).into_iter().next(),
+    );
+    assert_eq!(
+        again["id"],
+        id.as_str(),
+        "the same approval, not a second one"
+    );
     assert!(!marker.exists(), "nothing ran before the approval");
 
     let out = home.cli_ok(&["approvals", "approve", &id]);
@@ -377,7 +443,11 @@ fn an_ask_exec_waits_through_a_handover_and_a_restart_and_runs_once_when_approve
     wait_for("the turn completes", Duration::from_secs(30), || {
         (run_state(&home, "ask-1")["state"] == "succeeded").then_some(())
     });
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n", "ran once");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "ran\n",
+        "ran once"
+    );
     let again = home.cli(&["approvals", "approve", &id]);
     assert!(!again.status.success());
     assert!(
@@ -397,7 +467,10 @@ fn the_gateway_tool_reads_status_and_masked_config_and_restarts_by_handover() {
         &[
             ("gateway", json!({"action": "status"})),
             ("gateway", json!({"action": "config.get"})),
-            ("gateway", json!({"action": "config.get", "path": "models.providers.fake.api_key"})),
+            (
+                "gateway",
+                json!({"action": "config.get", "path": "models.providers.fake.api_key"}),
+            ),
             ("gateway", json!({"action": "restart", "note": "test"})),
         ],
     );
@@ -410,9 +483,11 @@ fn the_gateway_tool_reads_status_and_masked_config_and_restarts_by_handover() {
         .await
         .unwrap();
     });
-    let new = wait_for("the agent's restart hands over", Duration::from_secs(30), || {
-        readyz_pid(home.port).filter(|p| *p != old as i64)
-    });
+    let new = wait_for(
+        "the agent's restart hands over",
+        Duration::from_secs(30),
+        || readyz_pid(home.port).filter(|p| *p != old as i64),
+    );
     wait_for("the turn completes", Duration::from_secs(30), || {
         (run_state(&home, "gw-1")["state"] == "succeeded").then_some(())
     });
@@ -421,14 +496,29 @@ fn the_gateway_tool_reads_status_and_masked_config_and_restarts_by_handover() {
         tool_results(&mut c).await
     });
     assert_eq!(results.len(), 4, "{results:#?}");
-    assert!(results[0].2.contains(&format!("\"pid\": {old}")), "{:?}", results[0]);
-    assert!(results[1].2.contains("[models.providers.fake]"), "{:?}", results[1]);
+    assert!(
+        results[0].2.contains(&format!("\"pid\": {old}")),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        results[1].2.contains("[models.providers.fake]"),
+        "{:?}",
+        results[1]
+    );
     for r in &results {
-        assert!(!r.2.contains(KEY), "the key never reaches a tool result: {r:?}");
+        assert!(
+            !r.2.contains(KEY),
+            "the key never reaches a tool result: {r:?}"
+        );
     }
     assert!(!results[3].1, "{:?}", results[3]);
     assert!(new != old as i64);
-    assert_eq!(fake.requests().len(), 5, "one restart, the turn not replayed");
+    assert_eq!(
+        fake.requests().len(),
+        5,
+        "one restart, the turn not replayed"
+    );
 }
 
 #[test]
@@ -460,17 +550,20 @@ fn a_turn_replayed_after_kill_9_starts_no_second_update() {
         .unwrap();
     });
     let (code, _) = gw.wait_exit(Duration::from_secs(30));
-    assert_eq!(code, None, "killed by the failpoint, after the update started");
+    assert_eq!(
+        code, None,
+        "killed by the failpoint, after the update started"
+    );
     let _gw2 = home.start();
-    wait_for("the replayed turn completes", Duration::from_secs(30), || {
-        (run_state(&home, "up-1")["state"] == "succeeded").then_some(())
-    });
-    let (results, jobs) = rt().block_on(async {
+    wait_for(
+        "the replayed turn completes",
+        Duration::from_secs(30),
+        || (run_state(&home, "up-1")["state"] == "succeeded").then_some(()),
+    );
+    let results = rt().block_on(async {
         let mut c = Client::connect(home.client_options()).await.unwrap();
-        let r = tool_results(&mut c).await;
-        (r, ())
+        tool_results(&mut c).await
     });
-    let _ = jobs;
     assert_eq!(results.len(), 1, "{results:#?}");
     assert!(
         results[0].2.contains("was already started by this call"),
@@ -482,17 +575,34 @@ fn a_turn_replayed_after_kill_9_starts_no_second_update() {
         .arg("SELECT count(*) FROM update_jobs")
         .output()
         .expect("sqlite3");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "one update job");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "one update job"
+    );
     // The failed update is told to the session once.
-    let told = wait_for("the session hears the outcome", Duration::from_secs(60), || {
-        let h = home.cli_json(&["call", "chat.history", "--params", r#"{"sessionKey":"main"}"#]);
-        let n = h["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["content"][0]["text"].as_str().is_some_and(|t| t.contains("FAILED")))
-            .count();
-        (n > 0).then_some(n)
-    });
+    let told = wait_for(
+        "the session hears the outcome",
+        Duration::from_secs(60),
+        || {
+            let h = home.cli_json(&[
+                "call",
+                "chat.history",
+                "--params",
+                r#"{"sessionKey":"main"}"#,
+            ]);
+            let n = h["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| {
+                    m["content"][0]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("FAILED"))
+                })
+                .count();
+            (n > 0).then_some(n)
+        },
+    );
     assert_eq!(told, 1);
 }

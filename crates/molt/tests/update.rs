@@ -1568,7 +1568,9 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
     use molt_fake_model::{FakeModel, Reply};
     let fake = FakeModel::start_with_key(SEED_KEY);
     fake.set_default(Reply::text("(unscripted)"));
-    let source = fixtures().root.join(format!("seed-agent-src-{}", std::process::id()));
+    let source = fixtures()
+        .root
+        .join(format!("seed-agent-src-{}", std::process::id()));
     swap_release(&source, &release_of(V2));
     let svc = Svc::new("uagent", Path::new(MOLT), &agent_extra(&source, &fake));
     svc.assert_serving(V1);
@@ -1640,10 +1642,17 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
     assert_ok(&r, Some(0), V1, V2);
     assert_eq!(r["requester"], "agent", "{r:#}");
     let job = r["jobId"].as_str().unwrap().to_owned();
-    for run in ["seed-agent:main:b", "seed-agent:main:c", "seed-a", busy.as_str()] {
-        wait_for("every turn and run completes", Duration::from_secs(90), || {
-            (run_of(&svc, run)["state"] == "succeeded").then_some(())
-        });
+    for run in [
+        "seed-agent:main:b",
+        "seed-agent:main:c",
+        "seed-a",
+        busy.as_str(),
+    ] {
+        wait_for(
+            "every turn and run completes",
+            Duration::from_secs(90),
+            || (run_of(&svc, run)["state"] == "succeeded").then_some(()),
+        );
     }
     stop.store(true, Ordering::Relaxed);
     hammer.join().unwrap();
@@ -1655,7 +1664,11 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
         refused.load(Ordering::Relaxed)
     );
     assert_eq!(refused.load(Ordering::Relaxed), 0, "no refused connection");
-    assert_eq!(seen, BTreeSet::from(["active".to_owned()]), "the unit stays active");
+    assert_eq!(
+        seen,
+        BTreeSet::from(["active".to_owned()]),
+        "the unit stays active"
+    );
     svc.assert_serving(V2);
     for key in ["agent:main:b", "agent:main:c"] {
         let t = transcript(&svc, key);
@@ -1679,10 +1692,16 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
     println!("A: {a:#?}");
     assert_eq!(says_v2(&a), 1, "exactly once: {a:#?}");
     let note = a.iter().find(|(_, t)| t.contains("now runs")).unwrap();
-    assert!(note.1.contains(&job) && note.1.contains("Back after the update."), "{note:?}");
+    assert!(
+        note.1.contains(&job) && note.1.contains("Back after the update."),
+        "{note:?}"
+    );
 
     // A broken v3 through the same tool: rolled back, and A is told.
-    swap_release(&source, &release(&[(EXIT_AT_START.0, Some(EXIT_AT_START.1))], 30));
+    swap_release(
+        &source,
+        &release(&[(EXIT_AT_START.0, Some(EXIT_AT_START.1))], 30),
+    );
     fake.push(Reply::tool_call(
         "call_up3",
         "gateway",
@@ -1705,8 +1724,14 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
             .any(|(role, text)| role == "assistant" && text.contains("ROLLED BACK"))
             .then_some(t)
     });
-    let rolled: Vec<_> = a.iter().filter(|(_, t)| t.contains("ROLLED BACK")).collect();
+    let rolled: Vec<_> = a
+        .iter()
+        .filter(|(_, t)| t.contains("ROLLED BACK"))
+        .collect();
     assert_eq!(rolled.len(), 1, "{a:#?}");
-    assert!(rolled[0].1.contains(&format!("molt {V2} still runs")), "{rolled:?}");
+    assert!(
+        rolled[0].1.contains(&format!("molt {V2} still runs")),
+        "{rolled:?}"
+    );
     assert_eq!(says_v2(&a), 1, "the first outcome is not repeated: {a:#?}");
 }

@@ -68,6 +68,7 @@ impl Sink {
             "all" => Audience::All,
             "tool" => Audience::ToolEvents,
             "changed" => Audience::SessionsChanged,
+            "approvers" => Audience::Approvers,
             a => match a.strip_prefix("msgs:") {
                 Some(k) => Audience::SessionMessages(k),
                 None => return,
@@ -82,6 +83,7 @@ fn relay_tag(audience: Audience<'_>, event: &str) -> String {
     let a = match audience {
         Audience::All => "all".to_owned(),
         Audience::ToolEvents => "tool".to_owned(),
+        Audience::Approvers => "approvers".to_owned(),
         Audience::SessionsChanged => "changed".to_owned(),
         Audience::SessionMessages(k) => format!("msgs:{k}"),
     };

@@ -415,6 +415,11 @@ impl Agent {
                 .await?;
                 return Ok(StepEnd::Released);
             }
+            ToolEnd::Stopped(Stop::Yield) => {
+                self.release(run, em, "waiting for approval: handed to the next process")
+                    .await?;
+                return Ok(StepEnd::Released);
+            }
             ToolEnd::Done(out) => out,
         };
         let status = if is_error { "failed" } else { "completed" };
@@ -474,7 +479,9 @@ impl Agent {
             let (outcome, _) = handover.request().await;
             match outcome {
                 Ok(_) => tracing::info!(run = %run, "handover restart asked for by the agent done"),
-                Err(e) => tracing::error!(run = %run, error = %e, "handover restart asked for by the agent failed; still serving"),
+                Err(e) => {
+                    tracing::error!(run = %run, error = %e, "handover restart asked for by the agent failed; still serving")
+                }
             }
         });
     }

@@ -27,7 +27,11 @@ pub fn register(r: &mut Router, agent: &Arc<Agent>) {
         .on::<ExecApprovalResolve>(resolve);
 }
 
-async fn list(agent: Arc<Agent>, _: Caller, _: AnyParams) -> Result<ApprovalListResult, ErrorShape> {
+async fn list(
+    agent: Arc<Agent>,
+    _: Caller,
+    _: AnyParams,
+) -> Result<ApprovalListResult, ErrorShape> {
     let all = agent
         .store
         .call(|s| s.list_approvals(true, LIST_MAX))

@@ -8,14 +8,13 @@ use molt_protocol::methods::chat::{
     Agent as AgentMethod, AgentMeta, AgentParams, AgentResult, AgentWait, AgentWaitParams,
     AgentWaitResult, ChatAbort, ChatAbortParams, ChatAbortResult, ChatHistory, ChatHistoryParams,
     ChatHistoryResult, ChatInject, ChatInjectParams, ChatInjectResult, ChatSend, ChatSendParams,
-    ChatSendResult, ChatState, PendingInputs, QueueMode, ReplyPayload, RunMeta, RunOutput,
-    SessionInfo, TerminalReply, message_view,
+    ChatSendResult, PendingInputs, QueueMode, ReplyPayload, RunMeta, RunOutput, SessionInfo,
+    TerminalReply, message_view,
 };
-use molt_protocol::transcript::{AssistantMessage, ContentBlock, Message, StopReason, Usage};
+use molt_protocol::transcript::Message;
 use molt_store::{RunState, Submitted, TurnRecord};
 
 use super::sessions::{defaults_for, resolve_key, store_err};
-use crate::agent::events::{Emitter, publish_message};
 use crate::agent::{Agent, TurnRequest};
 use crate::app::{Outbound, now_ms};
 use crate::router::{Caller, Router};

@@ -82,7 +82,14 @@ fn decide(
 
 /// `apr-1a2b3c4d  pending  main  agent:main:main  rm -rf build  (ask = always)`.
 fn line(a: &Approval) -> String {
-    let command: String = a.command_text.lines().next().unwrap_or("").chars().take(80).collect();
+    let command: String = a
+        .command_text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(80)
+        .collect();
     format!(
         "{}  {:<9} {}  {}  {}  ({})",
         a.id, a.status, a.agent_id, a.session_key, command, a.reason

@@ -165,7 +165,11 @@ async fn wait_for_approval(
             })
         })
         .await
-        .map_err(|e| ToolEnd::from(ToolOutput::error(format!("cannot record the approval: {e}"))))?;
+        .map_err(|e| {
+            ToolEnd::from(ToolOutput::error(format!(
+                "cannot record the approval: {e}"
+            )))
+        })?;
     if a.state == ApprovalState::Pending {
         ctx.host
             .app
@@ -189,8 +193,12 @@ async fn wait_for_approval(
             ApprovalState::Cancelled => return Err(ToolEnd::Stopped(Stop::Cancel)),
             ApprovalState::Pending => {}
         }
+        // Waiting holds nothing but the lease: on a handover or a stop the turn moves on at
+        // once instead of keeping the old process alive for an operator.
+        let mut admitting = ctx.host.admitting.subscribe();
         tokio::select! {
             s = &mut *stop => return Err(ToolEnd::Stopped(s)),
+            _ = admitting.wait_for(|open| !open) => return Err(ToolEnd::Stopped(Stop::Yield)),
             _ = ctx.host.approvals_changed.notified() => {}
             _ = tokio::time::sleep(APPROVAL_POLL) => {}
         }

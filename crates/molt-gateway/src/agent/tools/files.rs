@@ -69,7 +69,9 @@ impl Tool for Read {
                 let r = ws.read(&path, offset, limit)?;
                 let mut text = r.text;
                 if r.lossy {
-                    text.push_str("\n[the file is not all valid UTF-8; bad bytes show as \u{fffd}]");
+                    text.push_str(
+                        "\n[the file is not all valid UTF-8; bad bytes show as \u{fffd}]",
+                    );
                 }
                 if let Some(next) = r.next_offset {
                     let total = r

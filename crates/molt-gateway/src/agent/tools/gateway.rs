@@ -113,9 +113,7 @@ fn config_get(c: &GatewayControl, path: Option<&str>) -> ToolOutput {
             json!({"path": c.config.path, "exists": c.config.exists}),
         );
     };
-    let found = path
-        .split('.')
-        .try_fold(&c.config.config, |v, k| v.get(k));
+    let found = path.split('.').try_fold(&c.config.config, |v, k| v.get(k));
     match found {
         Some(v) => ToolOutput::ok(pretty(v), json!({"path": path, "value": v})),
         None => ToolOutput::error(format!(

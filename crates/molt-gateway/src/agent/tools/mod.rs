@@ -10,7 +10,7 @@
 mod exec;
 mod files;
 mod gateway;
-mod web;
+// mod web; (waiting for molt_tools::fetch)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +53,10 @@ pub enum Stop {
     Cancel,
     /// The gateway stops; the call re-runs at the next start.
     Abort,
+    /// The call only waits (for an operator) and the gateway closed admission for a
+    /// handover or a stop: the turn is released now, and the call re-runs in the next
+    /// process and finds what it waited for.
+    Yield,
 }
 
 /// What the driver does once a call's result is checkpointed. A restart must not begin
@@ -126,13 +130,13 @@ pub struct Registry {
 impl Registry {
     /// The built-in tools: the names of [`molt_config::tools::TOOL_NAMES`].
     pub fn builtin() -> Self {
-        let all: [(&'static str, Box<dyn Tool>); 7] = [
+        let all: [(&'static str, Box<dyn Tool>); 6] = [
             ("read", Box::new(files::Read)),
             ("write", Box::new(files::Write)),
             ("edit", Box::new(files::Edit)),
             ("ls", Box::new(files::Ls)),
             ("exec", Box::new(exec::Exec)),
-            ("web_fetch", Box::new(web::WebFetch)),
+            // ("web_fetch", Box::new(web::WebFetch)),
             ("gateway", Box::new(gateway::Gateway)),
         ];
         Self {
