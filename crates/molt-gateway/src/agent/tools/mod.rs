@@ -10,7 +10,7 @@
 mod exec;
 mod files;
 mod gateway;
-// mod web; (waiting for molt_tools::fetch)
+mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -130,13 +130,13 @@ pub struct Registry {
 impl Registry {
     /// The built-in tools: the names of [`molt_config::tools::TOOL_NAMES`].
     pub fn builtin() -> Self {
-        let all: [(&'static str, Box<dyn Tool>); 6] = [
+        let all: [(&'static str, Box<dyn Tool>); 7] = [
             ("read", Box::new(files::Read)),
             ("write", Box::new(files::Write)),
             ("edit", Box::new(files::Edit)),
             ("ls", Box::new(files::Ls)),
             ("exec", Box::new(exec::Exec)),
-            // ("web_fetch", Box::new(web::WebFetch)),
+            ("web_fetch", Box::new(web::WebFetch)),
             ("gateway", Box::new(gateway::Gateway)),
         ];
         Self {
