@@ -30,6 +30,8 @@
 //!
 //! Linux only: `openat2` needs 5.6, Landlock 5.13 (TCP rules 6.7).
 
+#![deny(missing_docs)]
+
 pub mod command;
 pub mod fetch;
 pub mod fs;
