@@ -113,11 +113,13 @@ fn admit(policy: &ExecPolicy, command: &str) -> Admission {
         );
     }
     let miss = match policy.security {
-        ExecSecurity::Allowlist => match molt_tools::command::command_names(command) {
-            Ok(names) => names
+        // Programs as written: `./ls` is a file the agent may have written, not the `ls` the
+        // allowlist names, so a path-qualified program never matches.
+        ExecSecurity::Allowlist => match molt_tools::command::command_programs(command) {
+            Ok(programs) => programs
                 .into_iter()
-                .find(|n| !policy.allowlist.iter().any(|a| a == n))
-                .map(|n| format!("{n} is not in tools.exec.allowlist")),
+                .find(|p| p.contains('/') || !policy.allowlist.iter().any(|a| a == p))
+                .map(|p| format!("{p} is not in tools.exec.allowlist")),
             Err(why) => Some(format!("the allowlist cannot vouch for this line: {why}")),
         },
         _ => None,
@@ -228,6 +230,49 @@ pub fn approval_of(a: &ApprovalRecord) -> molt_protocol::methods::approvals::App
         created_at_ms: a.created_at_ms,
         decided_at_ms: a.decided_at_ms,
         decided_by: a.decided_by.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(security: ExecSecurity, ask: ExecAsk, allow: &[&str]) -> ExecPolicy {
+        ExecPolicy {
+            security,
+            allowlist: allow.iter().map(|s| s.to_string()).collect(),
+            ask,
+            sandbox: true,
+            network: ExecNetwork::Allow,
+            allow_read: vec![],
+            allow_write: vec![],
+        }
+    }
+
+    #[test]
+    fn the_policy_admits_asks_or_refuses_with_a_reason() {
+        let list = policy(ExecSecurity::Allowlist, ExecAsk::Off, &["git", "ls"]);
+        assert_eq!(admit(&list, "git status && ls -la | ls"), Admission::Run);
+        let Admission::Refused(why) = admit(&list, "git log; rm -rf x") else {
+            panic!("rm is not listed");
+        };
+        assert!(why.contains("rm is not in tools.exec.allowlist"), "{why}");
+        assert!(matches!(admit(&list, "./ls"), Admission::Refused(_)));
+        assert!(matches!(
+            admit(&list, "ls $(rm -rf x)"),
+            Admission::Refused(_)
+        ));
+        let on_miss = policy(ExecSecurity::Allowlist, ExecAsk::OnMiss, &["ls"]);
+        assert_eq!(admit(&on_miss, "ls"), Admission::Run);
+        assert!(matches!(admit(&on_miss, "curl x"), Admission::Ask(r) if r.contains("curl")));
+        let always = policy(ExecSecurity::Full, ExecAsk::Always, &[]);
+        assert!(matches!(admit(&always, "true"), Admission::Ask(_)));
+        assert_eq!(
+            admit(&policy(ExecSecurity::Full, ExecAsk::Off, &[]), "anything"),
+            Admission::Run
+        );
+        let deny = policy(ExecSecurity::Deny, ExecAsk::Always, &[]);
+        assert!(matches!(admit(&deny, "true"), Admission::Refused(w) if w.contains("disabled")));
     }
 }
 
