@@ -19,7 +19,8 @@
 //! [`SshdSettings::findings`] turns the settings into findings whose remedies write a drop-in
 //! ([`HARDENING_DROP_IN`], named to sort first because the first value wins) or, when a
 //! drop-in would not be read first, put the lines at the top of the main file. Every remedy
-//! validates with `sshd -t` and reverts when that fails, so sshd is never left unable to start.
+//! validates with `sshd -t` (after making sure /run/sshd exists, without which it refuses to
+//! run) and reverts when that fails, so sshd is never left unable to start.
 
 use std::collections::BTreeMap;
 use std::io;
