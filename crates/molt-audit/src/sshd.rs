@@ -19,7 +19,8 @@
 //! [`SshdSettings::findings`] turns the settings into findings whose remedies write a drop-in
 //! ([`HARDENING_DROP_IN`], named to sort first because the first value wins) or, when a
 //! drop-in would not be read first, put the lines at the top of the main file. Every remedy
-//! validates with `sshd -t` and reverts when that fails, so sshd is never left unable to start.
+//! validates with `sshd -t` (after making sure /run/sshd exists, without which it refuses to
+//! run) and reverts when that fails, so sshd is never left unable to start.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -152,7 +153,7 @@ pub struct ConditionalSetting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DropIn {
-    /// Unknown (settings from `sshd -T`): the remedy assumes the usual layout and ends with a
+    /// Unknown (settings from `sshd -T` alone, the files unread): the remedy assumes the usual layout and ends with a
     /// check.
     Unknown,
     /// The main file includes the drop-in directory before any setting the drop-in overrides.
@@ -344,6 +345,7 @@ impl SshdSettings {
                     detail,
                 )
                 .with_remedy([
+                    PRIVSEP_DIR.to_owned(),
                     "sshd -t && (systemctl reload ssh || systemctl reload sshd)".to_owned(),
                     format!("sshd -T -C user=root,host=example,addr=192.0.2.1 | {GREP_SETTINGS}"),
                 ]),
@@ -415,6 +417,7 @@ impl SshdSettings {
         let mut out =
             vec!["ls -l /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys".to_owned()];
         let main = shell_quote(&self.main_config);
+        out.push(PRIVSEP_DIR.to_owned());
         match &self.drop_in {
             DropIn::Unknown | DropIn::Effective => {
                 out.push(format!("mkdir -p {DROP_IN_DIR}"));
@@ -471,6 +474,11 @@ impl SshdSettings {
     }
 }
 
+/// `sshd -t` and `sshd -T` refuse to run without sshd's privilege separation directory, which
+/// exists only while sshd runs (not before a socket-activated sshd's first connection, nor
+/// after it stopped). Without it the check fails and the remedy would revert a good change.
+const PRIVSEP_DIR: &str = "install -d -m 0755 /run/sshd";
+
 const GREP_SETTINGS: &str = "grep -Ei '^(passwordauthentication|kbdinteractiveauthentication|usepam|permitrootlogin|authenticationmethods) '";
 
 /// Quotes `s` for a POSIX shell when it holds anything but safe path characters.
@@ -496,7 +504,7 @@ pub fn unknown_finding(reason: &str) -> Finding {
              settings."
         ),
     )
-    .with_remedy([format!("sshd -T | {GREP_SETTINGS}")])
+    .with_remedy([PRIVSEP_DIR.to_owned(), format!("sshd -T | {GREP_SETTINGS}")])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -64,6 +64,12 @@ fn sshd_t_fixture() {
                 && c.contains(&format!("rm -f {HARDENING_DROP_IN}")))
     );
     assert!(remedy.last().unwrap().starts_with("sshd -T | grep"));
+    // sshd -t refuses to run without /run/sshd (sshd not running): made before the check.
+    let privsep = remedy
+        .iter()
+        .position(|c| c == "install -d -m 0755 /run/sshd");
+    let check = remedy.iter().position(|c| c.starts_with("if sshd -t"));
+    assert!(privsep.is_some() && privsep < check, "{remedy:?}");
     assert!(!remedy.iter().any(|c| c.contains("sed ")));
     assert!(
         f[1].remedy.is_empty(),

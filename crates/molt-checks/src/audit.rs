@@ -615,15 +615,6 @@ fn sshd_settings(sources: &mut Sources) -> Result<Option<sshd::SshdSettings>, St
         &["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"],
     );
     let run = host::run_tool(&bin, &["-T"], TOOL_TIMEOUT);
-    if let Some(s) = run.stdout_ok().and_then(sshd::parse_sshd_t) {
-        sources.insert("sshd", "sshd -T".into());
-        return Ok(Some(s));
-    }
-    let main = Path::new(sshd::DEFAULT_CONFIG);
-    if matches!(run, ToolRun::Missing) && !main.exists() {
-        sources.insert("sshd", "not installed".into());
-        return Ok(None);
-    }
     let mut fs = sshd::FnFs {
         read: |p: &str| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()),
         list: |d: &str| {
@@ -634,6 +625,20 @@ fn sshd_settings(sources: &mut Sources) -> Result<Option<sshd::SshdSettings>, St
             })
         },
     };
+    if let Some(mut s) = run.stdout_ok().and_then(sshd::parse_sshd_t) {
+        // sshd -T has the values, but not the files they came from: whether a drop-in would
+        // be read first (so where the remedy must write) is in the files' layout.
+        if let Ok(files) = sshd::parse_sshd_config(sshd::DEFAULT_CONFIG, &mut fs) {
+            s.drop_in = files.drop_in;
+        }
+        sources.insert("sshd", "sshd -T".into());
+        return Ok(Some(s));
+    }
+    let main = Path::new(sshd::DEFAULT_CONFIG);
+    if matches!(run, ToolRun::Missing) && !main.exists() {
+        sources.insert("sshd", "not installed".into());
+        return Ok(None);
+    }
     match sshd::parse_sshd_config(sshd::DEFAULT_CONFIG, &mut fs) {
         Ok(s) => {
             sources.insert(
@@ -685,9 +690,16 @@ fn no_fail2ban_finding(password_login: bool, running: bool) -> Finding {
         ),
     )
     .with_remedy([
-        "apt-get install -y fail2ban",
-        "printf '[sshd]\\nenabled = true\\n' > /etc/fail2ban/jail.d/sshd.local",
-        "systemctl enable --now fail2ban",
+        // The journal backend needs python3-systemd, which apt installs only as a
+        // recommendation.
+        "apt-get install -y fail2ban python3-systemd",
+        // Debian 12 logs sshd to the journal only: a jail that reads the default log file
+        // finds no /var/log/auth.log and fail2ban refuses to start.
+        "if [ -f /var/log/auth.log ]; then printf '[sshd]\\nenabled = true\\n'; else printf \
+         '[sshd]\\nenabled = true\\nbackend = systemd\\n'; fi > /etc/fail2ban/jail.d/sshd.local",
+        "systemctl enable fail2ban",
+        // A restart, not `enable --now`: a fail2ban that already runs must reread its jails.
+        "systemctl restart fail2ban",
         "fail2ban-client status sshd",
     ])
 }

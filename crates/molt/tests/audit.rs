@@ -294,7 +294,8 @@ fn exposed_gateway_plain_listener_and_loopback_gateway_in_a_namespace() {
                 .contains(&format!("127.0.0.1:{lo_port}"))),
         "{v:#}"
     );
-    // No firewall tool in the namespace (or anywhere): reported, with SSH allowed first.
+    // Nothing filters inbound in the namespace (no ruleset, ufw inactive, or no tool at all):
+    // reported, with SSH allowed first.
     let fw = findings_with(&v, "firewall.none", "");
     assert_eq!(fw.len(), 1, "{v:#}");
     let remedy: Vec<&str> = fw[0]["remedy"]
