@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use molt_audit::accounts::{self, Account};
@@ -42,6 +42,8 @@ pub mod ids {
     pub const GATEWAY_SHARED_SECRET: &str = "gateway.shared-secret";
     /// Password logins to sshd with no fail2ban jail watching it.
     pub const SSH_NO_FAIL2BAN: &str = "ssh.no-fail2ban";
+    /// An agent's `exec` runs outside the sandbox (`tools.exec.sandbox = "off"`).
+    pub const AGENT_SANDBOX_OFF: &str = "agent.exec-sandbox-off";
 }
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -778,6 +780,47 @@ fn no_auth_on_loopback(who: &str, config_path: &Path, others: &[&Account]) -> Fi
     )])
 }
 
+/// Agents of `m` whose `exec` runs without the sandbox: their commands can write anywhere
+/// the gateway's user can, the gateway's own config and state included.
+fn sandbox_off_finding(m: &MoltInstance, c: &molt_config::Config) -> Option<Finding> {
+    let home = m.home.as_deref().map(PathBuf::from).unwrap_or_default();
+    let off: Vec<String> = c
+        .agents
+        .ids()
+        .into_iter()
+        .filter(|id| {
+            c.agents
+                .resolve_with(id, &home, Path::new(""), &c.tools)
+                .is_some_and(|p| !p.tools.exec.sandbox)
+        })
+        .collect();
+    if off.is_empty() {
+        return None;
+    }
+    Some(
+        Finding::new(
+            ids::AGENT_SANDBOX_OFF,
+            Severity::Warn,
+            format!(
+                "molt profile {}: exec runs unsandboxed for agent(s) {}",
+                m.profile,
+                off.join(", ")
+            ),
+            format!(
+                "tools.exec.sandbox = \"off\" in {}: the agent's commands can write anywhere \
+                 its user can, including the gateway's config and state, and reach the network \
+                 whatever tools.exec.network says.",
+                m.config_path.display()
+            ),
+        )
+        .with_remedy([format!(
+            "# remove tools.exec.sandbox = \"off\" from {} (grant more with \
+             tools.exec.allow_write instead), then: molt service restart",
+            m.config_path.display()
+        )]),
+    )
+}
+
 fn gateway_findings(molts: &[MoltInstance], accounts: &[Account], running: &[u32]) -> Vec<Finding> {
     let mut out = Vec::new();
     for m in molts {
@@ -786,6 +829,7 @@ fn gateway_findings(molts: &[MoltInstance], accounts: &[Account], running: &[u32
             out.push(root_finding(&format!("the {who} gateway"), "molt"));
         }
         let Ok(c) = &m.config else { continue };
+        out.extend(sandbox_off_finding(m, c));
         let exposed: Vec<&SocketAddr> = m
             .listeners
             .iter()

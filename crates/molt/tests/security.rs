@@ -422,3 +422,27 @@ fn accept_errors_are_logged_at_most_once_a_second() {
     assert!(log.contains("failures="), "the line carries a count: {log}");
     drop(gw);
 }
+
+/// `tools.exec.sandbox = "off"` is allowed, and the audit and doctor both say so; the default
+/// (on) raises nothing.
+#[test]
+fn an_unsandboxed_exec_is_an_audit_warning_and_a_doctor_warning() {
+    let home = Home::new(MOLT, "");
+    assert!(audit_finding(&home, "agent.exec-sandbox-off").is_none());
+    let sandbox = doctor_check(&home, &["doctor", "--json"], "sandbox");
+    assert_eq!(sandbox["status"], "ok", "{sandbox:#}");
+    assert!(
+        sandbox["finding"]
+            .as_str()
+            .unwrap()
+            .contains("Landlock ABI"),
+        "{sandbox:#}"
+    );
+
+    let home = Home::new(MOLT, "[agents.ops.tools.exec]\nsandbox = \"off\"\n");
+    let f = audit_finding(&home, "agent.exec-sandbox-off").expect("the audit warns");
+    assert_eq!(f["severity"], "warn", "{f:#}");
+    assert!(f["title"].as_str().unwrap().contains("ops"), "{f:#}");
+    let sandbox = doctor_check(&home, &["doctor", "--json"], "sandbox");
+    assert_eq!(sandbox["status"], "warn", "{sandbox:#}");
+}
