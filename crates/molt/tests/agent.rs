@@ -175,11 +175,29 @@ fn a_turn_answers_through_each_api_and_the_transcript_holds_it() {
                 assert_eq!(req.body["model"], "fake-1");
                 assert_eq!(req.body["stream"], true);
                 assert_eq!(req.body["messages"][0]["role"], "system");
-                assert_eq!(req.body["tools"][0]["function"]["name"], "exec");
+                let names: Vec<&str> = req.body["tools"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|t| t["function"]["name"].as_str())
+                    .collect();
+                assert!(
+                    names.contains(&"exec") && names.contains(&"read"),
+                    "{names:?}"
+                );
             }
             _ => {
                 assert_eq!(req.body["model"], "claude-fake");
-                assert_eq!(req.body["tools"][0]["name"], "exec");
+                let names: Vec<&str> = req.body["tools"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|t| t["name"].as_str())
+                    .collect();
+                assert!(
+                    names.contains(&"exec") && names.contains(&"gateway"),
+                    "{names:?}"
+                );
                 assert!(req.body["system"].is_array());
             }
         }

@@ -233,49 +233,6 @@ pub fn approval_of(a: &ApprovalRecord) -> molt_protocol::methods::approvals::App
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(security: ExecSecurity, ask: ExecAsk, allow: &[&str]) -> ExecPolicy {
-        ExecPolicy {
-            security,
-            allowlist: allow.iter().map(|s| s.to_string()).collect(),
-            ask,
-            sandbox: true,
-            network: ExecNetwork::Allow,
-            allow_read: vec![],
-            allow_write: vec![],
-        }
-    }
-
-    #[test]
-    fn the_policy_admits_asks_or_refuses_with_a_reason() {
-        let list = policy(ExecSecurity::Allowlist, ExecAsk::Off, &["git", "ls"]);
-        assert_eq!(admit(&list, "git status && ls -la | ls"), Admission::Run);
-        let Admission::Refused(why) = admit(&list, "git log; rm -rf x") else {
-            panic!("rm is not listed");
-        };
-        assert!(why.contains("rm is not in tools.exec.allowlist"), "{why}");
-        assert!(matches!(admit(&list, "./ls"), Admission::Refused(_)));
-        assert!(matches!(
-            admit(&list, "ls $(rm -rf x)"),
-            Admission::Refused(_)
-        ));
-        let on_miss = policy(ExecSecurity::Allowlist, ExecAsk::OnMiss, &["ls"]);
-        assert_eq!(admit(&on_miss, "ls"), Admission::Run);
-        assert!(matches!(admit(&on_miss, "curl x"), Admission::Ask(r) if r.contains("curl")));
-        let always = policy(ExecSecurity::Full, ExecAsk::Always, &[]);
-        assert!(matches!(admit(&always, "true"), Admission::Ask(_)));
-        assert_eq!(
-            admit(&policy(ExecSecurity::Full, ExecAsk::Off, &[]), "anything"),
-            Admission::Run
-        );
-        let deny = policy(ExecSecurity::Deny, ExecAsk::Always, &[]);
-        assert!(matches!(admit(&deny, "true"), Admission::Refused(w) if w.contains("disabled")));
-    }
-}
-
 /// `rel` inside the workspace `ws`, checked by the kernel (it must resolve beneath it).
 fn beneath(ws: &Path, rel: &str) -> Result<PathBuf, String> {
     let w = molt_tools::fs::Workspace::open(ws).map_err(|e| e.message)?;
@@ -493,5 +450,48 @@ fn confine(
             sandbox::no_new_privs_only(cmd);
             Ok("no_new_privs")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(security: ExecSecurity, ask: ExecAsk, allow: &[&str]) -> ExecPolicy {
+        ExecPolicy {
+            security,
+            allowlist: allow.iter().map(|s| s.to_string()).collect(),
+            ask,
+            sandbox: true,
+            network: ExecNetwork::Allow,
+            allow_read: vec![],
+            allow_write: vec![],
+        }
+    }
+
+    #[test]
+    fn the_policy_admits_asks_or_refuses_with_a_reason() {
+        let list = policy(ExecSecurity::Allowlist, ExecAsk::Off, &["git", "ls"]);
+        assert_eq!(admit(&list, "git status && ls -la | ls"), Admission::Run);
+        let Admission::Refused(why) = admit(&list, "git log; rm -rf x") else {
+            panic!("rm is not listed");
+        };
+        assert!(why.contains("rm is not in tools.exec.allowlist"), "{why}");
+        assert!(matches!(admit(&list, "./ls"), Admission::Refused(_)));
+        assert!(matches!(
+            admit(&list, "ls $(rm -rf x)"),
+            Admission::Refused(_)
+        ));
+        let on_miss = policy(ExecSecurity::Allowlist, ExecAsk::OnMiss, &["ls"]);
+        assert_eq!(admit(&on_miss, "ls"), Admission::Run);
+        assert!(matches!(admit(&on_miss, "curl x"), Admission::Ask(r) if r.contains("curl")));
+        let always = policy(ExecSecurity::Full, ExecAsk::Always, &[]);
+        assert!(matches!(admit(&always, "true"), Admission::Ask(_)));
+        assert_eq!(
+            admit(&policy(ExecSecurity::Full, ExecAsk::Off, &[]), "anything"),
+            Admission::Run
+        );
+        let deny = policy(ExecSecurity::Deny, ExecAsk::Always, &[]);
+        assert!(matches!(admit(&deny, "true"), Admission::Refused(w) if w.contains("disabled")));
     }
 }
