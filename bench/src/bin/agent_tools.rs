@@ -64,11 +64,11 @@ fn overhead(label: &str, extra: &str) -> Vec<Duration> {
                     .await
                     .unwrap_or_else(|_| panic!("no final for {run}"))
                     .expect("connection stays up");
-                if name == "chat" && p["runId"] == run.as_str() {
-                    match p["state"].as_str() {
-                        Some(s @ ("final" | "error" | "aborted")) => break s.to_owned(),
-                        _ => {}
-                    }
+                if name == "chat"
+                    && p["runId"] == run.as_str()
+                    && let Some(s @ ("final" | "error" | "aborted")) = p["state"].as_str()
+                {
+                    break s.to_owned();
                 }
             };
             if state != "final" {
@@ -134,7 +134,7 @@ fn main() {
     let ws = tempfile::tempdir().expect("workspace");
     let tmp = tempfile::tempdir().expect("tmp");
     let mut plain = spawn_times(|_| {});
-    let mut nnp = spawn_times(|c| sandbox::no_new_privs_only(c));
+    let mut nnp = spawn_times(sandbox::no_new_privs_only);
     let mut landlock = spawn_times(|c| {
         let spec = sandbox::SandboxSpec::for_workspace(ws.path(), tmp.path());
         sandbox::prepare(&spec).expect("prepare").install(c);
