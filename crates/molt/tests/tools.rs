@@ -189,33 +189,50 @@ fn file_tools_stay_inside_the_workspace_whatever_the_path_says() {
     assert!(!PathBuf::from("/etc/pwned").exists());
 }
 
-/// A one-shot HTTP server on loopback that answers every request with `body` as HTML.
-fn html_server(body: &'static str) -> (u16, std::thread::JoinHandle<usize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    l.set_nonblocking(true).unwrap();
-    let h = std::thread::spawn(move || {
-        let mut served = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline && served < 4 {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf);
-                    let _ = write!(
-                        s,
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    served += 1;
+/// An HTTP server on loopback that answers every request with `body` as HTML, until
+/// [`HtmlServer::finish`], which returns how many requests it answered.
+struct HtmlServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl HtmlServer {
+    fn start(body: &'static str) -> Self {
+        use std::sync::atomic::Ordering;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline && !flag.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        served += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-        }
-        served
-    });
-    (port, h)
+            served
+        });
+        Self { port, stop, thread }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 #[test]
@@ -226,9 +243,10 @@ fn exec_is_sandboxed_and_web_fetch_refuses_private_addresses() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let outside = home.path().join("outside-write");
-    let (web_port, web) = html_server(
+    let web = HtmlServer::start(
         "<html><body><h1>Hello</h1><script>x()</script><p>from the page</p></body></html>",
     );
+    let web_port = web.port;
     script(
         &fake,
         &[
@@ -307,7 +325,7 @@ fn exec_is_sandboxed_and_web_fetch_refuses_private_addresses() {
         );
     }
     drop(listener);
-    assert_eq!(web.join().unwrap(), 0, "no request reached the server");
+    assert_eq!(web.finish(), 0, "no request reached the server");
 }
 
 #[test]
@@ -315,9 +333,10 @@ fn web_fetch_reaches_loopback_only_when_configured_and_returns_readable_text() {
     let fake = FakeModel::start_with_key(KEY);
     let home = home_with(&fake, "[tools.web_fetch]\nallow_private = true\n");
     let _gw = home.start();
-    let (web_port, web) = html_server(
+    let web = HtmlServer::start(
         "<html><head><style>p{}</style></head><body><h1>Hello</h1><script>evil()</script><p>from &amp; the page</p></body></html>",
     );
+    let web_port = web.port;
     script(
         &fake,
         &[(
@@ -338,7 +357,7 @@ fn web_fetch_reaches_loopback_only_when_configured_and_returns_readable_text() {
         "{text}"
     );
     assert!(!text.contains("evil()") && !text.contains("<h1>"), "{text}");
-    assert_eq!(web.join().unwrap(), 1);
+    assert_eq!(web.finish(), 1);
 }
 
 #[test]

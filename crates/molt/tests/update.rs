@@ -654,41 +654,7 @@ fn the_seed_scenario_an_update_from_inside_the_gateway() {
     });
 
     // Watch the port and the unit all along.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (connects, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let hammer = {
-        let (stop, connects, refused, port) =
-            (stop.clone(), connects.clone(), refused.clone(), svc.port());
-        std::thread::spawn(move || {
-            for _ in 0..50_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match TcpStream::connect_timeout(
-                    &([127, 0, 0, 1], port).into(),
-                    Duration::from_secs(2),
-                ) {
-                    Ok(_) => connects.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                };
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let states = Arc::new(Mutex::new(BTreeSet::new()));
-    let sampler = {
-        let (stop, states, unit) = (stop.clone(), states.clone(), svc.s.unit());
-        std::thread::spawn(move || {
-            for _ in 0..50_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let m = unit_show(&unit, &["ActiveState"]);
-                states.lock().unwrap().insert(m["ActiveState"].clone());
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let watch = Watch::start(&svc);
 
     // The third run: `molt update` from inside the gateway's tree.
     let t0 = Instant::now();
@@ -731,14 +697,9 @@ fn the_seed_scenario_an_update_from_inside_the_gateway() {
             (run_of(&svc, id)["state"] == "succeeded").then_some(())
         });
     }
-    stop.store(true, Ordering::Relaxed);
-    hammer.join().unwrap();
-    sampler.join().unwrap();
-    let seen = states.lock().unwrap().clone();
+    let (connects, refused, seen) = watch.finish();
     println!(
-        "update from inside took {took:?}; connects {} refused {}; unit states {seen:?}\n{r:#}",
-        connects.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed)
+        "update from inside took {took:?}; connects {connects} refused {refused}; unit states {seen:?}\n{r:#}"
     );
 
     assert_ok(&r, Some(0), V1, V2);
@@ -749,8 +710,8 @@ fn the_seed_scenario_an_update_from_inside_the_gateway() {
         "the updater ran as a transient unit: {r:#}"
     );
     assert_eq!(r["kind"], "update");
-    assert_eq!(refused.load(Ordering::Relaxed), 0, "no refused connection");
-    assert!(connects.load(Ordering::Relaxed) > 10);
+    assert_eq!(refused, 0, "no refused connection");
+    assert!(connects > 10);
     assert_eq!(
         seen,
         BTreeSet::from(["active".to_owned()]),
@@ -777,6 +738,77 @@ fn the_seed_scenario_an_update_from_inside_the_gateway() {
         "{out}"
     );
     assert!(out.contains(" ms"), "{out}");
+}
+
+/// Watches a service while an update runs: a loopback connect every 20 ms (counting the
+/// refused ones) and the unit's `ActiveState` every 20 ms.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    connects: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    states: Arc<Mutex<BTreeSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(svc: &Svc) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (connects, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let states = Arc::new(Mutex::new(BTreeSet::new()));
+        let hammer = {
+            let (stop, connects, refused, port) =
+                (stop.clone(), connects.clone(), refused.clone(), svc.port());
+            std::thread::spawn(move || {
+                for _ in 0..50_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match TcpStream::connect_timeout(
+                        &([127, 0, 0, 1], port).into(),
+                        Duration::from_secs(2),
+                    ) {
+                        Ok(_) => connects.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let sampler = {
+            let (stop, states, unit) = (stop.clone(), states.clone(), svc.s.unit());
+            std::thread::spawn(move || {
+                for _ in 0..50_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let m = unit_show(&unit, &["ActiveState"]);
+                    states.lock().unwrap().insert(m["ActiveState"].clone());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            stop,
+            connects,
+            refused,
+            states,
+            threads: vec![hammer, sampler],
+        }
+    }
+
+    /// Stops watching: (connects, refused connects, unit states seen).
+    fn finish(self) -> (u64, u64, BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let seen = self.states.lock().unwrap().clone();
+        (
+            self.connects.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            seen,
+        )
+    }
 }
 
 fn run_of(svc: &Svc, id: &str) -> Value {
@@ -1592,41 +1624,7 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
         .trim()
         .to_owned();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (connects, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let hammer = {
-        let (stop, connects, refused, port) =
-            (stop.clone(), connects.clone(), refused.clone(), svc.port());
-        std::thread::spawn(move || {
-            for _ in 0..50_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match TcpStream::connect_timeout(
-                    &([127, 0, 0, 1], port).into(),
-                    Duration::from_secs(2),
-                ) {
-                    Ok(_) => connects.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-                };
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let states = Arc::new(Mutex::new(BTreeSet::new()));
-    let sampler = {
-        let (stop, states, unit) = (stop.clone(), states.clone(), svc.s.unit());
-        std::thread::spawn(move || {
-            for _ in 0..50_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let m = unit_show(&unit, &["ActiveState"]);
-                states.lock().unwrap().insert(m["ActiveState"].clone());
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let watch = Watch::start(&svc);
 
     // A asks its agent to update; the model calls the tool.
     let t0 = Instant::now();
@@ -1654,16 +1652,9 @@ fn the_seed_with_an_agent_that_updates_itself_through_its_gateway_tool() {
             || (run_of(&svc, run)["state"] == "succeeded").then_some(()),
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    hammer.join().unwrap();
-    sampler.join().unwrap();
-    let seen = states.lock().unwrap().clone();
-    println!(
-        "connects {} refused {}; unit states {seen:?}",
-        connects.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed)
-    );
-    assert_eq!(refused.load(Ordering::Relaxed), 0, "no refused connection");
+    let (connects, refused, seen) = watch.finish();
+    println!("connects {connects} refused {refused}; unit states {seen:?}");
+    assert_eq!(refused, 0, "no refused connection");
     assert_eq!(
         seen,
         BTreeSet::from(["active".to_owned()]),
