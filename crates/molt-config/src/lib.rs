@@ -245,6 +245,26 @@ impl Default for GatewayConfig {
 /// Default `update.verify_timeout_ms`: how long a new version has to serve and report itself.
 pub const DEFAULT_VERIFY_TIMEOUT_MS: u64 = 30_000;
 
+/// `[cron]`: the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CronConfig {
+    /// Whether jobs fire at all (`false`: they are kept, and fire again once it is `true`).
+    pub enabled: bool,
+    /// After downtime, move recurring jobs past the times they missed instead of firing
+    /// each once. One-shot `at` jobs always catch up.
+    pub skip_missed: bool,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            skip_missed: false,
+        }
+    }
+}
+
 /// `[update]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -317,6 +337,8 @@ pub struct Config {
     pub update: UpdateConfig,
     pub models: ModelsConfig,
     pub agents: AgentsConfig,
+    #[serde(skip_serializing_if = "tools::is_default")]
+    pub cron: CronConfig,
     /// `[tools]`: what every agent's tools may do, under `[agents.*.tools]`.
     #[serde(skip_serializing_if = "tools::is_default")]
     pub tools: tools::ToolSettings,

@@ -8,6 +8,7 @@
 pub mod agent;
 mod app;
 pub mod executor;
+pub mod cron;
 pub mod handover;
 mod http;
 mod lock;
@@ -387,9 +388,17 @@ async fn serve(
     });
     // Every long-lived part of the gateway, in start order. Stop and handover drive them
     // through this list only.
+    let cron = cron::Cron::new(
+        app.clone(),
+        store.clone(),
+        agent.clone(),
+        executor.clone(),
+        opts.config.cron.clone(),
+    );
     let subsystems = Arc::new(Subsystems::new(vec![
         executor.clone() as Arc<dyn Subsystem>,
         agent.clone() as Arc<dyn Subsystem>,
+        cron.clone() as Arc<dyn Subsystem>,
     ]));
     let handover = Arc::new(Handover::new(
         app.clone(),
@@ -420,6 +429,7 @@ async fn serve(
         handover: handover.clone(),
         updates: updates.clone(),
         config: config_view.clone(),
+        cron: cron.clone(),
     });
     let methods = Arc::new(methods::router(&methods::Parts {
         app: app.clone(),
@@ -429,6 +439,7 @@ async fn serve(
         updates: updates.clone(),
         agent,
         config: config_view,
+        cron,
     }));
     let lives = Lives {
         app: app.clone(),

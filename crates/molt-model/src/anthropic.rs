@@ -48,7 +48,10 @@ pub(crate) fn build_body(req: &CallRequest<'_>) -> Value {
                     "is_error": t.is_error,
                 })],
             ),
-            Message::System(_) => continue,
+            Message::System(s) => match s.model_text() {
+                Some(t) => ("user", vec![json!({"type": "text", "text": t})]),
+                None => continue,
+            },
         };
         if content.is_empty() {
             // Empty content is rejected; an empty turn says nothing anyway.

@@ -53,7 +53,11 @@ pub(crate) fn build_body(req: &CallRequest<'_>) -> Value {
                 "content": t.text(),
                 "tool_call_id": t.tool_call_id,
             })),
-            Message::System(_) => {}
+            Message::System(s) => {
+                if let Some(t) = s.model_text() {
+                    messages.push(json!({"role": "user", "content": t}));
+                }
+            }
         }
     }
     let mut body = Map::new();

@@ -199,8 +199,19 @@ impl ToolResultMessage {
 pub struct SystemMessage {
     pub content: Vec<TextBlock>,
     pub timestamp: i64,
-    /// `reset` for a reset marker.
+    /// `reset` for a reset marker; `event` for a system event (a cron job's note).
     pub kind: String,
+}
+
+impl SystemMessage {
+    /// What the model reads of it: a system event is shown to the model as a user-role
+    /// line (`System: …`) at its place in the conversation; markers are not shown.
+    pub fn model_text(&self) -> Option<String> {
+        (self.kind == "event").then(|| {
+            let text: String = self.content.iter().map(|b| b.text.as_str()).collect();
+            format!("System: {text}")
+        })
+    }
 }
 
 #[cfg(test)]

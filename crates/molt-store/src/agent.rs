@@ -678,91 +678,104 @@ impl Store {
     /// model call.
     pub fn submit_turn(&mut self, t: &NewTurn<'_>, start_as: Option<Boot>) -> Result<Submitted> {
         let tx = self.write_tx().ctx("starting submit_turn")?;
-        if let Some(existing) = turn_tx(&tx, t.run_id)? {
-            return Ok(Submitted::Duplicate(Box::new(existing)));
+        let out = submit_turn_tx(&tx, t, start_as)?;
+        if !matches!(out, Submitted::Duplicate(_)) {
+            tx.commit().ctx("committing turn")?;
         }
-        let exists: bool = tx
-            .query_row("SELECT 1 FROM runs WHERE id = ?1", [t.run_id], |_| Ok(true))
-            .optional()
-            .ctx("checking run id")?
-            .unwrap_or(false);
-        if exists {
-            return Err(StoreError::Corrupt(format!(
-                "run id {} is taken by a run that is not a turn",
-                t.run_id
-            )));
-        }
-        ensure_session_tx(&tx, t.session_key, t.agent_id)?;
-        let active: Option<String> = tx
-            .query_row(
-                "SELECT r.id FROM turns t JOIN runs r ON r.id = t.run_id
+        Ok(out)
+    }
+}
+
+/// [`Store::submit_turn`] inside a caller's transaction (which the caller commits).
+pub(crate) fn submit_turn_tx(
+    tx: &Transaction<'_>,
+    t: &NewTurn<'_>,
+    start_as: Option<Boot>,
+) -> Result<Submitted> {
+    if let Some(existing) = turn_tx(tx, t.run_id)? {
+        return Ok(Submitted::Duplicate(Box::new(existing)));
+    }
+    let exists: bool = tx
+        .query_row("SELECT 1 FROM runs WHERE id = ?1", [t.run_id], |_| Ok(true))
+        .optional()
+        .ctx("checking run id")?
+        .unwrap_or(false);
+    if exists {
+        return Err(StoreError::Corrupt(format!(
+            "run id {} is taken by a run that is not a turn",
+            t.run_id
+        )));
+    }
+    ensure_session_tx(tx, t.session_key, t.agent_id)?;
+    let active: Option<String> = tx
+        .query_row(
+            "SELECT r.id FROM turns t JOIN runs r ON r.id = t.run_id
                  WHERE t.session_key = ?1 AND r.state IN ('queued','running')
                  ORDER BY r.created_at_ms DESC, r.rowid DESC LIMIT 1",
-                [t.session_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx("finding the active turn")?;
-        let now = now_ms();
-        let user_key = format!("{}:user", t.run_id);
-        if let (Some(into), QueueMode::Steer) = (&active, t.mode) {
-            tx.execute(
-                "INSERT INTO turn_inputs(run_id, session_key, text, idempotency_key, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![into, t.session_key, t.text, user_key, now],
-            )
-            .ctx("queueing steer input")?;
-            tx.commit().ctx("committing steer")?;
-            return Ok(Submitted::Steered { into: into.clone() });
-        }
-        if active.is_some() && t.mode == QueueMode::Interrupt {
-            tx.execute(
-                "UPDATE runs SET cancel_requested = 1, updated_at_ms = ?2
-                 WHERE kind = 'turn' AND state IN ('queued','running')
-                   AND id IN (SELECT run_id FROM turns WHERE session_key = ?1)",
-                params![t.session_key, now],
-            )
-            .ctx("interrupting the active turn")?;
-        }
-        tx.execute(
-            "INSERT INTO runs(id, title, state, created_at_ms, updated_at_ms, step_count, kind)
-             VALUES (?1, ?2, 'queued', ?3, ?3, 1, 'turn')",
-            params![t.run_id, format!("turn in {}", t.session_key), now],
+            [t.session_key],
+            |r| r.get(0),
         )
-        .ctx("creating turn run")?;
-        tx.execute(
-            "INSERT INTO steps(run_id, idx, spec, state, effect_key)
-             VALUES (?1, 0, ?2, 'pending', ?1 || ':0')",
-            params![t.run_id, encode(&StepSpec::Model {}, "step")?],
-        )
-        .ctx("creating the first model step")?;
-        tx.execute(
-            "INSERT INTO turns(run_id, session_key, agent_id, origin) VALUES (?1, ?2, ?3, ?4)",
-            params![t.run_id, t.session_key, t.agent_id, t.origin],
-        )
-        .ctx("creating turn")?;
+        .optional()
+        .ctx("finding the active turn")?;
+    let now = now_ms();
+    let user_key = format!("{}:user", t.run_id);
+    if let (Some(into), QueueMode::Steer) = (&active, t.mode) {
         tx.execute(
             "INSERT INTO turn_inputs(run_id, session_key, text, idempotency_key, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![t.run_id, t.session_key, t.text, user_key, now],
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![into, t.session_key, t.text, user_key, now],
         )
-        .ctx("queueing the turn's message")?;
-        tx.execute(
-            "UPDATE sessions SET last_run_id = ?2, updated_at_ms = ?3 WHERE key = ?1",
-            params![t.session_key, t.run_id, now],
-        )
-        .ctx("touching session")?;
-        let started = match start_as {
-            Some(boot) if active.is_none() => Some(start_now(&tx, t, boot, now)?),
-            _ => None,
-        };
-        tx.commit().ctx("committing turn")?;
-        Ok(match started {
-            Some(s) => Submitted::Started(Box::new(s)),
-            None => Submitted::Queued,
-        })
+        .ctx("queueing steer input")?;
+        return Ok(Submitted::Steered { into: into.clone() });
     }
+    if active.is_some() && t.mode == QueueMode::Interrupt {
+        tx.execute(
+            "UPDATE runs SET cancel_requested = 1, updated_at_ms = ?2
+                 WHERE kind = 'turn' AND state IN ('queued','running')
+                   AND id IN (SELECT run_id FROM turns WHERE session_key = ?1)",
+            params![t.session_key, now],
+        )
+        .ctx("interrupting the active turn")?;
+    }
+    tx.execute(
+        "INSERT INTO runs(id, title, state, created_at_ms, updated_at_ms, step_count, kind)
+             VALUES (?1, ?2, 'queued', ?3, ?3, 1, 'turn')",
+        params![t.run_id, format!("turn in {}", t.session_key), now],
+    )
+    .ctx("creating turn run")?;
+    tx.execute(
+        "INSERT INTO steps(run_id, idx, spec, state, effect_key)
+             VALUES (?1, 0, ?2, 'pending', ?1 || ':0')",
+        params![t.run_id, encode(&StepSpec::Model {}, "step")?],
+    )
+    .ctx("creating the first model step")?;
+    tx.execute(
+        "INSERT INTO turns(run_id, session_key, agent_id, origin) VALUES (?1, ?2, ?3, ?4)",
+        params![t.run_id, t.session_key, t.agent_id, t.origin],
+    )
+    .ctx("creating turn")?;
+    tx.execute(
+        "INSERT INTO turn_inputs(run_id, session_key, text, idempotency_key, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.run_id, t.session_key, t.text, user_key, now],
+    )
+    .ctx("queueing the turn's message")?;
+    tx.execute(
+        "UPDATE sessions SET last_run_id = ?2, updated_at_ms = ?3 WHERE key = ?1",
+        params![t.session_key, t.run_id, now],
+    )
+    .ctx("touching session")?;
+    let started = match start_as {
+        Some(boot) if active.is_none() => Some(start_now(tx, t, boot, now)?),
+        _ => None,
+    };
+    Ok(match started {
+        Some(s) => Submitted::Started(Box::new(s)),
+        None => Submitted::Queued,
+    })
+}
 
+impl Store {
     /// A turn by its run id.
     pub fn turn(&self, run_id: &str) -> Result<Option<TurnRecord>> {
         turn_tx(&self.conn, run_id)

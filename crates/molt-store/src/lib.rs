@@ -11,6 +11,7 @@
 
 mod agent;
 mod approvals;
+mod cron;
 mod devices;
 mod migrations;
 mod runs;
@@ -26,6 +27,10 @@ pub use agent::{
     TurnRecord,
 };
 pub use approvals::{ApprovalRecord, ApprovalState, NewApproval};
+pub use cron::{
+    Claimed, CronJobFields, CronJobRecord, EndedFire, FireAction, FireClaim, FireOutcome,
+    FireRecord,
+};
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 /// The newest database schema version this build knows.
 pub use migrations::LATEST as SCHEMA_VERSION;

@@ -187,6 +187,42 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE update_jobs ADD COLUMN agent_id TEXT;
      CREATE UNIQUE INDEX update_jobs_by_effect ON update_jobs(effect_key)
         WHERE effect_key IS NOT NULL;",
+    // 6: cron. A job's schedule and payload are the gateway's JSON (`spec`); the scheduler
+    // reads `next_run_at_ms`. A fire is claimed by its (job, scheduled time) primary key in
+    // the same transaction that creates its run and advances the job, so no overlap of two
+    // processes and no restart can fire one scheduled time twice.
+    "CREATE TABLE cron_jobs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        next_run_at_ms INTEGER,
+        consecutive_errors INTEGER NOT NULL DEFAULT 0,
+        last_run_at_ms INTEGER,
+        last_status TEXT,
+        last_error TEXT,
+        last_duration_ms INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX cron_jobs_due ON cron_jobs(next_run_at_ms) WHERE enabled = 1;
+     CREATE TABLE cron_fires (
+        job_id TEXT NOT NULL,
+        scheduled_at_ms INTEGER NOT NULL,
+        job_name TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        run_id TEXT,
+        session_key TEXT,
+        state TEXT NOT NULL CHECK (state IN ('started', 'ok', 'error', 'skipped')),
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        error TEXT,
+        summary TEXT,
+        PRIMARY KEY (job_id, scheduled_at_ms)
+     );
+     CREATE INDEX cron_fires_open ON cron_fires(state) WHERE state = 'started';
+     CREATE INDEX cron_fires_by_time ON cron_fires(started_at_ms);",
 ];
 
 /// The newest schema version this build knows.

@@ -61,40 +61,9 @@ impl Store {
         idempotency_key: Option<&str>,
     ) -> Result<RunId> {
         let tx = self.write_tx().ctx("starting create_run")?;
-        if let Some(key) = idempotency_key {
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM runs WHERE idempotency_key = ?1",
-                    [key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .ctx("checking idempotency key")?;
-            if let Some(id) = existing {
-                return Ok(RunId(id));
-            }
-        }
-        let now = now_ms();
-        let id: String = tx
-            .query_row(
-                "INSERT INTO runs(id, title, state, created_at_ms, updated_at_ms, step_count, idempotency_key)
-                 VALUES ('run_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2, ?3, ?4)
-                 RETURNING id",
-                params![title, now, steps.len() as i64, idempotency_key],
-                |r| r.get(0),
-            )
-            .ctx("inserting run")?;
-        for (i, spec) in steps.iter().enumerate() {
-            let spec = serde_json::to_string(spec)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode step: {e}")))?;
-            tx.execute(
-                "INSERT INTO steps(run_id, idx, spec, state, effect_key) VALUES (?1, ?2, ?3, 'pending', ?1 || ':' || ?2)",
-                params![id, i as i64, spec],
-            )
-            .ctx("inserting step")?;
-        }
+        let id = create_run_tx(&tx, title, steps, idempotency_key)?;
         tx.commit().ctx("committing run")?;
-        Ok(RunId(id))
+        Ok(id)
     }
 
     /// One run with its steps.
@@ -430,6 +399,48 @@ impl Store {
             )
             .ctx("reading cancel flag")
     }
+}
+
+/// [`Store::create_run`] inside a caller's transaction.
+pub(crate) fn create_run_tx(
+    tx: &Transaction<'_>,
+    title: Option<&str>,
+    steps: &[StepSpec],
+    idempotency_key: Option<&str>,
+) -> Result<RunId> {
+    if let Some(key) = idempotency_key {
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT id FROM runs WHERE idempotency_key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx("checking idempotency key")?;
+        if let Some(id) = existing {
+            return Ok(RunId(id));
+        }
+    }
+    let now = now_ms();
+    let id: String = tx
+        .query_row(
+            "INSERT INTO runs(id, title, state, created_at_ms, updated_at_ms, step_count, idempotency_key)
+             VALUES ('run_' || lower(hex(randomblob(8))), ?1, 'queued', ?2, ?2, ?3, ?4)
+             RETURNING id",
+            params![title, now, steps.len() as i64, idempotency_key],
+            |r| r.get(0),
+        )
+        .ctx("inserting run")?;
+    for (i, spec) in steps.iter().enumerate() {
+        let spec = serde_json::to_string(spec)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode step: {e}")))?;
+        tx.execute(
+            "INSERT INTO steps(run_id, idx, spec, state, effect_key) VALUES (?1, ?2, ?3, 'pending', ?1 || ':' || ?2)",
+            params![id, i as i64, spec],
+        )
+        .ctx("inserting step")?;
+    }
+    Ok(RunId(id))
 }
 
 /// Verifies `boot` holds the run's lease; returns the run's next step index.

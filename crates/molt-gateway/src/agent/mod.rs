@@ -167,6 +167,11 @@ impl Agent {
         })
     }
 
+    /// Wakes the dispatcher to claim turns queued by someone else (a cron fire).
+    pub fn wake_dispatcher(&self) {
+        self.wake.notify_one();
+    }
+
     /// Publishes a message the gateway appended to a session (`stored`, made from
     /// `message`): a `chat` final for watchers of the session, and `session.message`.
     pub fn announce(

@@ -6,6 +6,7 @@
 mod agents;
 mod approvals;
 mod chat;
+mod cron;
 mod devices;
 mod sessions;
 mod system;
@@ -31,6 +32,7 @@ pub struct Parts {
     pub updates: Arc<Updates>,
     pub agent: Arc<crate::agent::Agent>,
     pub config: Arc<ConfigView>,
+    pub cron: Arc<crate::cron::Cron>,
 }
 
 /// The router of this gateway: every declared method, each with its handler.
@@ -44,5 +46,6 @@ pub fn router(parts: &Parts) -> Router {
     sessions::register(&mut r, &parts.agent);
     agents::register(&mut r, &parts.agent, &parts.config);
     approvals::register(&mut r, &parts.agent);
+    cron::register(&mut r, &parts.cron);
     r
 }

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod chat;
+pub mod cron;
 pub mod devices;
 pub mod sessions;
 pub mod system;
@@ -24,6 +25,7 @@ pub fn all() -> impl Iterator<Item = MethodInfo> {
         sessions::DECLARED,
         agents::DECLARED,
         approvals::DECLARED,
+        cron::DECLARED,
     ]
     .into_iter()
     .flatten()
@@ -49,6 +51,7 @@ pub const EVENTS: &[&str] = &[
     "sessions.changed",
     approvals::REQUESTED_EVENT,
     approvals::RESOLVED_EVENT,
+    cron::EVENT,
 ];
 
 #[cfg(test)]
@@ -66,6 +69,7 @@ mod tests {
         assert_eq!(required_scope("tasks.cancel"), Some(Scope::Write));
         assert_eq!(required_scope("molt.run.exec"), Some(Scope::Admin));
         assert_eq!(required_scope("sessions.list"), Some(Scope::Read));
-        assert_eq!(required_scope("cron.list"), None);
+        assert_eq!(required_scope("cron.list"), Some(Scope::Read));
+        assert_eq!(required_scope("cron.add"), Some(Scope::Admin));
     }
 }

@@ -7,6 +7,7 @@ mod approvals;
 mod call;
 mod chat;
 mod config;
+mod cron;
 mod devices;
 mod doctor;
 mod gateway;
@@ -92,6 +93,9 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Talk with an agent: each line of input is a turn, the reply streams back.
     Chat(chat::ChatArgs),
+    /// Scheduled jobs: commands, agent turns and notes on a schedule.
+    #[command(subcommand)]
+    Cron(cron::CronCommand),
     /// Approve or deny the agent's commands that wait for an operator.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
@@ -169,5 +173,6 @@ pub fn run(globals: Globals, command: Command) -> Result<(), Failure> {
         Command::Chat(args) => chat::exec(&resolve()?, &access, &args),
         Command::Sessions(cmd) => sessions::exec(&resolve()?, &access, &cmd),
         Command::Approvals(cmd) => approvals::exec(&resolve()?, &access, &cmd),
+        Command::Cron(cmd) => cron::exec(&resolve()?, &access, &cmd),
     }
 }

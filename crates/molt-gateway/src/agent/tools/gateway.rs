@@ -21,6 +21,7 @@ pub struct GatewayControl {
     pub handover: Arc<Handover>,
     pub updates: Arc<Updates>,
     pub config: Arc<ConfigView>,
+    pub cron: Arc<crate::cron::Cron>,
 }
 
 pub struct Gateway;

@@ -7,6 +7,7 @@
 //! waits for and the update `gateway` starts are recorded under it, so neither is asked for
 //! or started twice.
 
+mod cron;
 mod exec;
 mod files;
 mod gateway;
@@ -130,7 +131,7 @@ pub struct Registry {
 impl Registry {
     /// The built-in tools: the names of [`molt_config::tools::TOOL_NAMES`].
     pub fn builtin() -> Self {
-        let all: [(&'static str, Box<dyn Tool>); 7] = [
+        let all: [(&'static str, Box<dyn Tool>); 8] = [
             ("read", Box::new(files::Read)),
             ("write", Box::new(files::Write)),
             ("edit", Box::new(files::Edit)),
@@ -138,6 +139,7 @@ impl Registry {
             ("exec", Box::new(exec::Exec)),
             ("web_fetch", Box::new(web::WebFetch)),
             ("gateway", Box::new(gateway::Gateway)),
+            ("cron", Box::new(cron::Cron)),
         ];
         Self {
             tools: all.into_iter().collect(),
