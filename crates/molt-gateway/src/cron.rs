@@ -271,9 +271,8 @@ impl Cron {
                 let run_id = format!("cron-{}-{scheduled}", job.id);
                 let session_key = match spec.session_target.as_str() {
                     "main" => format!("agent:{agent}:main"),
-                    t => named(t).unwrap_or_else(|| {
-                        format!("agent:{agent}:cron:{}:run:{run_id}", job.id)
-                    }),
+                    t => named(t)
+                        .unwrap_or_else(|| format!("agent:{agent}:cron:{}:run:{run_id}", job.id)),
                 };
                 FireAction::Turn {
                     run_id,
@@ -390,7 +389,10 @@ impl Cron {
                     Ok(())
                 })
                 .await?;
-            tracing::info!(jobs = n, "cron: missed times skipped (skip_missed) or broken jobs disabled");
+            tracing::info!(
+                jobs = n,
+                "cron: missed times skipped (skip_missed) or broken jobs disabled"
+            );
         }
         let catch_ups = claims.iter().filter(|c| c.trigger == "catch-up").count();
         if catch_ups > 0 && first_pass {
@@ -404,8 +406,7 @@ impl Cron {
         } else {
             claims.len().max(1)
         };
-        let by_id: HashMap<&str, &CronJobRecord> =
-            due.iter().map(|j| (j.id.as_str(), j)).collect();
+        let by_id: HashMap<&str, &CronJobRecord> = due.iter().map(|j| (j.id.as_str(), j)).collect();
         let mut rest = claims;
         while !rest.is_empty() {
             let tail = rest.split_off(chunk.min(rest.len()));
@@ -414,10 +415,7 @@ impl Cron {
                 .iter()
                 .map(|c| (c.job_id.clone(), c.scheduled_at_ms, c.trigger))
                 .collect();
-            let out = self
-                .store
-                .call(move |s| s.claim_cron_fires(&batch))
-                .await?;
+            let out = self.store.call(move |s| s.claim_cron_fires(&batch)).await?;
             for ((id, at, trigger), claimed) in meta.iter().zip(out) {
                 if let (Claimed::Fired { run_id }, Some(job)) = (claimed, by_id.get(id.as_str())) {
                     self.started(job, *at, trigger, run_id.as_deref());
@@ -464,7 +462,12 @@ impl Cron {
         let ok = f.run_state == "succeeded";
         let one_shot = job
             .and_then(|j| serde_json::from_str::<JobSpec>(&j.spec).ok())
-            .map(|s| (matches!(s.schedule, Schedule::At { .. }), s.delete_after_run));
+            .map(|s| {
+                (
+                    matches!(s.schedule, Schedule::At { .. }),
+                    s.delete_after_run,
+                )
+            });
         let errors = if ok {
             0
         } else {
@@ -511,12 +514,7 @@ impl Cron {
             if let Err(e) = self.finish_ended().await {
                 tracing::warn!(error = %e, "cron: cannot record ended fires; retrying");
             }
-            let next = self
-                .store
-                .call(|s| s.cron_next_wake())
-                .await
-                .ok()
-                .flatten();
+            let next = self.store.call(|s| s.cron_next_wake()).await.ok().flatten();
             let now = now_ms() as i64;
             let sleep = match next {
                 Some(at) if self.config.enabled => {
@@ -566,7 +564,11 @@ impl Cron {
             })
             .await
             .map_err(|e| e.to_string())?;
-        self.event(&job.id, "added", json!({"job": self.view(&job), "nextRunAtMs": job.next_run_at_ms}));
+        self.event(
+            &job.id,
+            "added",
+            json!({"job": self.view(&job), "nextRunAtMs": job.next_run_at_ms}),
+        );
         self.poke();
         Ok(job)
     }

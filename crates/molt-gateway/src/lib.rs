@@ -7,8 +7,8 @@
 
 pub mod agent;
 mod app;
-pub mod executor;
 pub mod cron;
+pub mod executor;
 pub mod handover;
 mod http;
 mod lock;

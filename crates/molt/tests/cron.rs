@@ -120,16 +120,20 @@ fn an_every_second_job_fires_once_per_second_through_handovers_and_restarts() {
     assert_eq!((handovers, restarts), (20, 2));
 
     // Every fire's run completes.
-    wait_for("every fire's run completes", Duration::from_secs(60), || {
-        let open = query(
-            &home,
-            &format!(
-                "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
+    wait_for(
+        "every fire's run completes",
+        Duration::from_secs(60),
+        || {
+            let open = query(
+                &home,
+                &format!(
+                    "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
                  WHERE f.job_id = '{id}' AND (r.state IS NULL OR r.state != 'succeeded')"
-            ),
-        );
-        (open[0][0] == "0").then_some(())
-    });
+                ),
+            );
+            (open[0][0] == "0").then_some(())
+        },
+    );
     let fires = query(
         &home,
         &format!(
@@ -192,7 +196,10 @@ fn downtime_across_three_times_catches_up_once_or_not_at_all_with_skip_missed() 
         let mut gw = home.start();
         let (id, anchor) = add_every(&home, 3);
         wait_for("the first fire", Duration::from_secs(10), || {
-            let n = query(&home, &format!("SELECT COUNT(*) FROM cron_fires WHERE job_id = '{id}'"));
+            let n = query(
+                &home,
+                &format!("SELECT COUNT(*) FROM cron_fires WHERE job_id = '{id}'"),
+            );
             (n[0][0] != "0").then_some(())
         });
         gw.terminate(Duration::from_secs(20));
@@ -228,7 +235,9 @@ fn downtime_across_three_times_catches_up_once_or_not_at_all_with_skip_missed() 
             assert_eq!(missed_slots_fired, 1, "{fires:?}");
         }
         assert!(
-            fires.iter().any(|f| f[1] == "scheduled" && f[0].parse::<i64>().unwrap() >= up),
+            fires
+                .iter()
+                .any(|f| f[1] == "scheduled" && f[0].parse::<i64>().unwrap() >= up),
             "regular fires go on: {fires:?}"
         );
     }
@@ -267,13 +276,17 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
     let id = job["id"].as_str().unwrap().to_owned();
     assert_eq!(job["payload"]["kind"], "agentTurn");
     assert_eq!(job["deleteAfterRun"], true);
-    let entry = wait_for("the run log shows the finished turn", Duration::from_secs(30), || {
-        let r = home.cli_json(&["cron", "runs", &id, "--json"]);
-        r["entries"]
-            .as_array()
-            .and_then(|e| e.first().cloned())
-            .filter(|e| e["action"] == "finished")
-    });
+    let entry = wait_for(
+        "the run log shows the finished turn",
+        Duration::from_secs(30),
+        || {
+            let r = home.cli_json(&["cron", "runs", &id, "--json"]);
+            r["entries"]
+                .as_array()
+                .and_then(|e| e.first().cloned())
+                .filter(|e| e["action"] == "finished")
+        },
+    );
     println!("{entry:#}");
     assert_eq!(entry["status"], "ok", "{entry:#}");
     assert_eq!(entry["summary"], "Your inbox has 3 new mails.");
@@ -296,7 +309,10 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
         .map(|m| m["content"].to_string())
         .collect();
     assert!(texts[0].contains("Summarize my inbox"), "{texts:?}");
-    assert!(texts[1].contains("Your inbox has 3 new mails."), "{texts:?}");
+    assert!(
+        texts[1].contains("Your inbox has 3 new mails."),
+        "{texts:?}"
+    );
     let main = home.cli_json(&[
         "call",
         "chat.history",
@@ -309,7 +325,11 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
     );
     let list = home.cli_json(&["cron", "list", "--json"]);
     assert!(
-        list["jobs"].as_array().unwrap().iter().all(|j| j["id"] != id.as_str()),
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["id"] != id.as_str()),
         "the one-shot removed itself: {list}"
     );
 
@@ -319,7 +339,11 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
         "cron",
         json!({"action": "add", "name": "standup", "cron": "0 9 * * 1-5", "tz": "Europe/Berlin", "message": "Prepare the standup notes"}),
     ));
-    fake.push(Reply::tool_call("call_list", "cron", json!({"action": "list"})));
+    fake.push(Reply::tool_call(
+        "call_list",
+        "cron",
+        json!({"action": "list"}),
+    ));
     fake.push(Reply::text("Scheduled."));
     let out = home.cli_ok(&["agent", "-m", "remind me every weekday at 9", "--json"]);
     let reply: Value = serde_json::from_str(&out).unwrap();
@@ -336,12 +360,30 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
     assert_eq!(standup["schedule"]["tz"], "Europe/Berlin");
     assert_eq!(standup["agentId"], "main");
     assert!(standup["nextRunAtMs"].as_i64().unwrap() > now_ms());
-    let bad = home.cli(&["cron", "add", "--name", "x", "--cron", "not a cron", "--", "true"]);
+    let bad = home.cli(&[
+        "cron",
+        "add",
+        "--name",
+        "x",
+        "--cron",
+        "not a cron",
+        "--",
+        "true",
+    ]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("not a cron"), "{err}");
     let bad = home.cli(&[
-        "cron", "add", "--name", "x", "--cron", "0 3 * * *", "--tz", "Mars/Base", "--", "true",
+        "cron",
+        "add",
+        "--name",
+        "x",
+        "--cron",
+        "0 3 * * *",
+        "--tz",
+        "Mars/Base",
+        "--",
+        "true",
     ]);
     assert!(!bad.status.success());
     assert!(

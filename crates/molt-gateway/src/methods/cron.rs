@@ -33,10 +33,8 @@ pub fn register(r: &mut Router, cron: &Arc<Cron>) {
 }
 
 fn not_found(id: &str) -> ErrorShape {
-    ErrorShape::invalid(format!(
-        "no cron job {id}; `molt cron list` shows the jobs"
-    ))
-    .with_details(json!({"code": "CRON_JOB_NOT_FOUND", "jobId": id}))
+    ErrorShape::invalid(format!("no cron job {id}; `molt cron list` shows the jobs"))
+        .with_details(json!({"code": "CRON_JOB_NOT_FOUND", "jobId": id}))
 }
 
 fn need_id(id: Option<&str>) -> Result<String, ErrorShape> {
@@ -108,8 +106,8 @@ fn agent_of(cron: &Cron, id: Option<&str>) -> Result<String, ErrorShape> {
 async fn list(cron: Arc<Cron>, _: Caller, p: CronListParams) -> Result<CronListResult, ErrorShape> {
     let limit = p.limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
     let offset = p.offset.unwrap_or(0);
-    let include_disabled = p.include_disabled.unwrap_or(true)
-        && p.enabled.as_deref() != Some("enabled");
+    let include_disabled =
+        p.include_disabled.unwrap_or(true) && p.enabled.as_deref() != Some("enabled");
     let agent = p.agent_id.clone();
     let (jobs, total) = cron
         .store
@@ -138,7 +136,9 @@ async fn status(
 ) -> Result<CronStatusResult, ErrorShape> {
     let (jobs, next) = cron
         .store
-        .call(|s| Ok::<_, molt_store::StoreError>((s.cron_jobs(true, None, 0, 0)?.1, s.cron_next_wake()?)))
+        .call(|s| {
+            Ok::<_, molt_store::StoreError>((s.cron_jobs(true, None, 0, 0)?.1, s.cron_next_wake()?))
+        })
         .await
         .map_err(to_error_shape)?;
     Ok(CronStatusResult {
@@ -193,7 +193,10 @@ async fn update(cron: Arc<Cron>, _: Caller, p: CronUpdateParams) -> Result<CronJ
         &cron,
         patch.schedule.as_ref().unwrap_or(&old.schedule),
         patch.payload.as_ref().unwrap_or(&old.payload),
-        patch.session_target.as_deref().unwrap_or(&old.session_target),
+        patch
+            .session_target
+            .as_deref()
+            .unwrap_or(&old.session_target),
         patch.wake_mode.as_deref().unwrap_or(&old.wake_mode),
         patch.description.clone().or(old.description.clone()),
         Some(patch.delete_after_run.unwrap_or(old.delete_after_run)),
@@ -235,12 +238,20 @@ async fn update(cron: Arc<Cron>, _: Caller, p: CronUpdateParams) -> Result<CronJ
         .map_err(to_error_shape)?
         .ok_or_else(|| not_found(&id))?;
     let view = cron.view(&job);
-    cron.event(&job.id, "updated", json!({"job": view, "nextRunAtMs": job.next_run_at_ms}));
+    cron.event(
+        &job.id,
+        "updated",
+        json!({"job": view, "nextRunAtMs": job.next_run_at_ms}),
+    );
     cron.poke();
     Ok(view)
 }
 
-async fn remove(cron: Arc<Cron>, _: Caller, p: CronIdParams) -> Result<CronRemoveResult, ErrorShape> {
+async fn remove(
+    cron: Arc<Cron>,
+    _: Caller,
+    p: CronIdParams,
+) -> Result<CronRemoveResult, ErrorShape> {
     let id = need_id(p.id())?;
     let i = id.clone();
     let removed = cron

@@ -4,8 +4,8 @@ use clap::{Args, Subcommand};
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
 use molt_protocol::methods::cron::{
-    CronAdd, CronAddParams, CronIdParams, CronJob, CronList, CronListParams, CronPatch,
-    CronRemove, CronRun, CronRunParams, CronRuns, CronRunsParams, CronUpdate, CronUpdateParams,
+    CronAdd, CronAddParams, CronIdParams, CronJob, CronList, CronListParams, CronPatch, CronRemove,
+    CronRun, CronRunParams, CronRuns, CronRunsParams, CronUpdate, CronUpdateParams,
 };
 use serde_json::{Value, json};
 
@@ -73,7 +73,8 @@ impl ScheduleArgs {
             }
             (None, None, Some(at)) => {
                 let tz = self.tz.clone().unwrap_or_else(molt_cron::host_timezone);
-                let ms = molt_cron::parse_at(at, &tz).map_err(|e| Failure::config(e.to_string()))?;
+                let ms =
+                    molt_cron::parse_at(at, &tz).map_err(|e| Failure::config(e.to_string()))?;
                 Some(json!({"kind": "at", "at": molt_cron::format_at(ms)}))
             }
             (None, None, None) => None,

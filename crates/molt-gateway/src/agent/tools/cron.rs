@@ -109,9 +109,14 @@ impl Tool for Cron {
                         Ok(true) => {
                             cron.event(&id, "removed", json!({}));
                             cron.poke();
-                            ToolOutput::ok(format!("Removed {id}."), json!({"status": "completed", "id": id}))
+                            ToolOutput::ok(
+                                format!("Removed {id}."),
+                                json!({"status": "completed", "id": id}),
+                            )
                         }
-                        Ok(false) => ToolOutput::error(format!("you have no job {id}; `list` shows yours")),
+                        Ok(false) => {
+                            ToolOutput::error(format!("you have no job {id}; `list` shows yours"))
+                        }
                         Err(e) => ToolOutput::error(format!("cannot remove {id}: {e}")),
                     }
                 }
@@ -134,7 +139,9 @@ impl Tool for Cron {
                     }
                     Err(e) => ToolOutput::error(e),
                 },
-                other => ToolOutput::error(format!("unknown action {other:?}; use add, list or remove")),
+                other => {
+                    ToolOutput::error(format!("unknown action {other:?}; use add, list or remove"))
+                }
             }
             .into()
         })
@@ -143,12 +150,17 @@ impl Tool for Cron {
 
 /// The job an `add` call describes.
 fn spec_from(args: &Value, host_tz: &str) -> Result<(String, JobSpec), String> {
-    let s = |k: &str| args.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let s = |k: &str| {
+        args.get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
     let name = s("name").ok_or("add needs a `name`")?.to_owned();
     let tz = s("tz").map(str::to_owned);
     let schedule = match (args.get("schedule"), s("every"), s("cron"), s("at")) {
-        (Some(v), None, None, None) => serde_json::from_value(v.clone())
-            .map_err(|e| format!("schedule: {e}"))?,
+        (Some(v), None, None, None) => {
+            serde_json::from_value(v.clone()).map_err(|e| format!("schedule: {e}"))?
+        }
         (None, Some(every), None, None) => molt_cron::Schedule::Every {
             every_ms: molt_cron::parse_every(every).map_err(|e| e.to_string())?,
             anchor_ms: None,
@@ -169,8 +181,13 @@ fn spec_from(args: &Value, host_tz: &str) -> Result<(String, JobSpec), String> {
     };
     let (payload, target) = match (args.get("payload"), s("message")) {
         (Some(p), None) => {
-            let p: Payload = serde_json::from_value(p.clone()).map_err(|e| format!("payload: {e}"))?;
-            let target = if matches!(p, Payload::AgentTurn { .. }) { "isolated" } else { "main" };
+            let p: Payload =
+                serde_json::from_value(p.clone()).map_err(|e| format!("payload: {e}"))?;
+            let target = if matches!(p, Payload::AgentTurn { .. }) {
+                "isolated"
+            } else {
+                "main"
+            };
             (p, target)
         }
         (None, Some(m)) => (
