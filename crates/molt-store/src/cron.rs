@@ -201,6 +201,15 @@ fn claim_one(tx: &Transaction<'_>, c: &FireClaim, now: i64) -> Result<Claimed> {
         )
         .ctx("claiming cron fire")?;
     if inserted == 0 {
+        // Whoever fired it advanced the job in the same commit; a job still on this time
+        // (a manual fire took the very millisecond) moves on, so it is not found due again.
+        if let Some(next) = c.next_run_at_ms {
+            tx.execute(
+                "UPDATE cron_jobs SET next_run_at_ms = ?2 WHERE id = ?1 AND next_run_at_ms = ?3",
+                params![c.job_id, next, c.scheduled_at_ms],
+            )
+            .ctx("advancing cron job")?;
+        }
         return Ok(Claimed::AlreadyFired);
     }
     let (run_id, session_key, done) = match &c.action {

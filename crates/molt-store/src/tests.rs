@@ -596,3 +596,82 @@ mod approvals_and_turn_updates {
         assert_eq!(s.history("agent:main:main", 10, None).unwrap().0.len(), 1);
     }
 }
+
+mod cron_fires {
+    use super::*;
+    use crate::{Claimed, CronJobFields, FireAction, FireClaim, FireOutcome};
+    use molt_protocol::methods::tasks::ExecSpec;
+
+    fn claim(job: &str, at: i64, next: i64) -> FireClaim {
+        FireClaim {
+            job_id: job.into(),
+            job_name: "tick".into(),
+            scheduled_at_ms: at,
+            trigger: "scheduled",
+            action: FireAction::Exec {
+                title: "cron tick".into(),
+                step: StepSpec::Exec(ExecSpec {
+                    command: "true".into(),
+                    args: vec![],
+                    env: Default::default(),
+                    cwd: None,
+                    timeout_ms: None,
+                }),
+            },
+            next_run_at_ms: Some(Some(next)),
+        }
+    }
+
+    #[test]
+    fn a_scheduled_time_fires_once_with_its_run_and_the_job_advances() {
+        let (_d, mut s) = temp_store();
+        let job = s
+            .cron_add(&CronJobFields {
+                name: "tick",
+                agent_id: "main",
+                enabled: true,
+                spec: "{}",
+                next_run_at_ms: Some(1000),
+            })
+            .unwrap();
+        assert_eq!(s.cron_due(999, 10).unwrap().len(), 0);
+        assert_eq!(s.cron_due(1000, 10).unwrap().len(), 1);
+        let out = s.claim_cron_fires(&[claim(&job.id, 1000, 2000)]).unwrap();
+        let Claimed::Fired { run_id: Some(run) } = &out[0] else {
+            panic!("fired with a run: {out:?}");
+        };
+        assert_eq!(s.get_run(run).unwrap().state, RunState::Queued);
+        assert_eq!(s.cron_job(&job.id).unwrap().unwrap().next_run_at_ms, Some(2000));
+        // A second process claiming the same time: nothing happens.
+        let again = s.claim_cron_fires(&[claim(&job.id, 1000, 2000)]).unwrap();
+        assert_eq!(again, vec![Claimed::AlreadyFired]);
+        assert_eq!(s.cron_fires(Some(&job.id), 10, 0).unwrap().1, 1);
+        assert!(s.cron_ended_fires().unwrap().is_empty(), "its run has not ended");
+        // The run ends: the fire is recorded once.
+        let boot = s.begin_boot(10, "1", "b").unwrap();
+        let id = s.claim_next(boot).unwrap().expect("the fire's run");
+        let step = s.start_step(&id, boot).unwrap().unwrap();
+        s.finish_step(&id, step.index, boot, &ok()).unwrap();
+        let ended = s.cron_ended_fires().unwrap();
+        assert_eq!(ended.len(), 1);
+        let o = FireOutcome {
+            status: "ok",
+            error: None,
+            summary: None,
+            finished_at_ms: ended[0].finished_at_ms,
+            consecutive_errors: 0,
+            next_run_at_ms: None,
+            delete_job: false,
+            disable_job: false,
+        };
+        assert!(s.finish_cron_fire(&job.id, 1000, &o).unwrap());
+        assert!(!s.finish_cron_fire(&job.id, 1000, &o).unwrap(), "once");
+        let j = s.cron_job(&job.id).unwrap().unwrap();
+        assert_eq!(j.last_status.as_deref(), Some("ok"));
+        assert!(s.cron_remove(&job.id).unwrap());
+        assert_eq!(
+            s.claim_cron_fires(&[claim(&job.id, 2000, 3000)]).unwrap(),
+            vec![Claimed::NoJob]
+        );
+    }
+}

@@ -83,8 +83,9 @@ fn slots(anchor: i64, every: i64, a: i64, b: i64) -> i64 {
 #[test]
 fn an_every_second_job_fires_once_per_second_through_handovers_and_restarts() {
     let home = Home::new(MOLT, "[gateway]\nstop_budget_ms = 3000\n");
-    let gw = home.start();
-    let mut pid = gw.pid() as i64;
+    // Every gateway this test starts stays owned until the end (dropping one kills it).
+    let mut started = vec![home.start()];
+    let mut pid = started[0].pid() as i64;
     let (id, anchor) = add_every(&home, 1);
     let t0 = now_ms();
     // [start, end) of each time a gateway served; downtimes in between.
@@ -100,7 +101,7 @@ fn an_every_second_job_fires_once_per_second_through_handovers_and_restarts() {
         if round == 7 || round == 15 {
             up.push((up_since, now_ms()));
             stop_pid(pid);
-            let _ = home.start();
+            started.push(home.start());
             pid = serving_pid(&home, Some(pid));
             up_since = now_ms();
             restarts += 1;
