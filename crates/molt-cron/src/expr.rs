@@ -1,13 +1,13 @@
 //! `cron` schedules: croner matches the expression on a bare wall clock, and [`crate::zone`]
 //! maps each wall-clock match to an instant with the crate's DST rule.
 //!
-//! croner is asked about naive wall-clock times only (passed as UTC, which has no DST), so its
-//! own DST handling never comes into play and the one rule in the crate docs applies to every
+//! croner is asked about naive wall-clock times only (`NaiveDateTime`), so its own DST
+//! handling never comes into play and the one rule in the crate docs applies to every
 //! expression alike.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::errors::CronError;
@@ -84,10 +84,7 @@ impl CronSchedule {
 
 /// The first wall-clock time strictly after `wall` that the expression matches.
 fn next_wall(cron: &Cron, wall: NaiveDateTime) -> Option<NaiveDateTime> {
-    let start: DateTime<Utc> = wall.and_utc();
-    cron.find_next_occurrence(&start, false)
-        .ok()
-        .map(|t| t.naive_utc())
+    cron.find_next_occurrence(&wall, false).ok()
 }
 
 /// croner's message, with the field layout for orientation.
