@@ -539,10 +539,21 @@ fn cron_errors_say_what_is_wrong_and_what_is_expected() {
     for (expr, why) in [
         ("", "found 0"),
         ("* * * * * * * *", "found 8"),
-        ("61 * * * *", "expected 5 space-separated fields"),
-        ("0 25 * * *", "expected 5 space-separated fields"),
-        ("0 3 * * FUNDAY", "expected 5 space-separated fields"),
-        ("@fortnightly", "expected 5 space-separated fields"),
+        (
+            "61 * * * *",
+            "number out of bounds; the fields are minute 0-59, hour 0-23",
+        ),
+        ("0 25 * * *", "number out of bounds; the fields are"),
+        ("*/0 * * * *", "step cannot be zero; the fields are"),
+        (
+            "0 3 * * FUNDAY",
+            "illegal character 'F' in part 'FUNDAY'; the fields are",
+        ),
+        ("0/5 * * * *", "Use \"*/5\" for wildcard steps"),
+        (
+            "@fortnightly",
+            "pattern must have between 5 and 7 fields; the fields are",
+        ),
         (
             "0 0 30 2 *",
             "it matches no date after 1970 (such as 30 February",
