@@ -547,12 +547,12 @@ fn cron_errors_say_what_is_wrong_and_what_is_expected() {
         ("*/0 * * * *", "step cannot be zero; the fields are"),
         (
             "0 3 * * FUNDAY",
-            "illegal character 'F' in part 'FUNDAY'; the fields are",
+            ": contains illegal character 'F' in part 'FUNDAY'; the fields are",
         ),
         ("0/5 * * * *", "Use \"*/5\" for wildcard steps"),
         (
             "@fortnightly",
-            "pattern must have between 5 and 7 fields; the fields are",
+            "unknown nickname; expected @yearly, @annually, @monthly",
         ),
         (
             "0 0 30 2 *",
