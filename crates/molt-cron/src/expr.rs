@@ -114,8 +114,11 @@ fn describe(e: &CronError) -> String {
     ]
     .iter()
     .find_map(|p| text.strip_prefix(p))
-    .unwrap_or(&text)
-    .trim_end_matches('.');
+    .unwrap_or(&text);
+    let detail = detail
+        .strip_prefix("CronPattern ")
+        .unwrap_or(detail)
+        .trim_end_matches('.');
     // croner capitalizes its sentences; here they follow a colon.
     let mut chars = detail.chars();
     let detail = match chars.next() {
