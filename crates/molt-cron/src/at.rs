@@ -83,11 +83,18 @@ fn split_offset(time: &str) -> Option<(&str, Option<FixedOffset>)> {
         return None;
     }
     let hours: i32 = digits.get(..2)?.parse().ok()?;
-    let minutes: i32 = digits.get(2..).filter(|m| !m.is_empty()).map_or(Ok(0), str::parse).ok()?;
+    let minutes: i32 = digits
+        .get(2..)
+        .filter(|m| !m.is_empty())
+        .map_or(Ok(0), str::parse)
+        .ok()?;
     if hours > 23 || minutes > 59 {
         return None;
     }
-    Some((clock, Some(FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))?)))
+    Some((
+        clock,
+        Some(FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))?),
+    ))
 }
 
 /// The normalized wire form of an instant: `2026-12-24T08:00:00.000Z` (UTC, milliseconds), as

@@ -1,13 +1,13 @@
 //! `cron` schedules: croner matches the expression on a bare wall clock, and [`crate::zone`]
 //! maps each wall-clock match to an instant with the crate's DST rule.
 //!
-//! croner is asked about naive wall-clock times only (passed as UTC, which has no DST), so its
-//! own DST handling never comes into play and the one rule in the crate docs applies to every
+//! croner is asked about naive wall-clock times only (`NaiveDateTime`), so its own DST
+//! handling never comes into play and the one rule in the crate docs applies to every
 //! expression alike.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::errors::CronError;
@@ -38,7 +38,17 @@ impl CronSchedule {
         if !expr.trim_start().starts_with('@') && !(5..=7).contains(&fields) {
             return Err(err(format!("{FIELDS}; found {fields}")));
         }
-        let cron = Cron::from_str(expr).map_err(|e| err(describe(&e)))?;
+        let cron = Cron::from_str(expr).map_err(|e| {
+            if expr.trim_start().starts_with('@') {
+                err(
+                    "unknown nickname; expected @yearly, @annually, @monthly, @weekly, @daily \
+                     or @hourly, or 5 to 7 fields"
+                        .to_string(),
+                )
+            } else {
+                err(describe(&e))
+            }
+        })?;
         // Refuse an expression that matches no date at all (30 February), so that queries
         // never pay for a search through the whole calendar.
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)
@@ -84,17 +94,36 @@ impl CronSchedule {
 
 /// The first wall-clock time strictly after `wall` that the expression matches.
 fn next_wall(cron: &Cron, wall: NaiveDateTime) -> Option<NaiveDateTime> {
-    let start: DateTime<Utc> = wall.and_utc();
-    cron.find_next_occurrence(&start, false)
-        .ok()
-        .map(|t| t.naive_utc())
+    cron.find_next_occurrence(&wall, false).ok()
 }
 
-/// croner's message, with the field layout for orientation.
+const RANGES: &str = "the fields are minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 \
+                      or JAN-DEC, day-of-week 0-7 or SUN-SAT (0 and 7 are Sunday), with an \
+                      optional seconds field 0-59 first and year last";
+
+/// croner's message without its category prefix, then the field layout for orientation.
 fn describe(e: &CronError) -> String {
-    let detail = match e {
-        CronError::EmptyPattern => "it is empty".to_string(),
-        other => other.to_string(),
+    if let CronError::EmptyPattern = e {
+        return format!("it is empty; {FIELDS}");
+    }
+    let text = e.to_string();
+    let detail = [
+        "Component error: ",
+        "Invalid pattern: ",
+        "Pattern contains illegal characters: ",
+    ]
+    .iter()
+    .find_map(|p| text.strip_prefix(p))
+    .unwrap_or(&text);
+    let detail = detail
+        .strip_prefix("CronPattern ")
+        .unwrap_or(detail)
+        .trim_end_matches('.');
+    // croner capitalizes its sentences; here they follow a colon.
+    let mut chars = detail.chars();
+    let detail = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     };
-    format!("{detail}; {FIELDS}")
+    format!("{detail}; {RANGES}")
 }

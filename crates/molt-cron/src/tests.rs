@@ -47,7 +47,10 @@ fn fires(c: &Compiled, from: i64, n: usize) -> Vec<String> {
 
 /// Fires in the local day `date` of `tz`: `(midnight - 1 ms, next midnight - 1 ms]`.
 fn fires_on_local_day(c: &Compiled, tz: &str, y: i32, mo: u32, d: u32) -> usize {
-    let next = NaiveDate::from_ymd_opt(y, mo, d).unwrap().succ_opt().unwrap();
+    let next = NaiveDate::from_ymd_opt(y, mo, d)
+        .unwrap()
+        .succ_opt()
+        .unwrap();
     let start = local_midnight(tz, y, mo, d);
     let end = local_midnight(tz, next.year(), next.month(), next.day());
     c.count_between(start - 1, end - 1, 1000)
@@ -147,7 +150,10 @@ fn parse_at_accepts_rfc3339_and_offsets() {
     ] {
         assert_eq!(parse_at(s, "Asia/Tokyo").unwrap(), t, "{s}");
     }
-    assert_eq!(parse_at("2026-12-24T08:00:00.250Z", "UTC").unwrap(), t + 250);
+    assert_eq!(
+        parse_at("2026-12-24T08:00:00.250Z", "UTC").unwrap(),
+        t + 250
+    );
 }
 
 #[test]
@@ -162,16 +168,28 @@ fn parse_at_reads_local_times_in_the_zone() {
     ] {
         assert_eq!(parse_at(s, "Europe/Berlin").unwrap(), t, "{s}");
     }
-    assert_eq!(parse_at("2026-12-24 09:00:30", "Europe/Berlin").unwrap(), t + 30_000);
-    assert_eq!(parse_at("2026-12-24T09:00:00.5", "Europe/Berlin").unwrap(), t + 500);
-    assert_eq!(parse_at("2026-12-24T09:00", "UTC").unwrap(), utc(2026, 12, 24, 9, 0, 0));
+    assert_eq!(
+        parse_at("2026-12-24 09:00:30", "Europe/Berlin").unwrap(),
+        t + 30_000
+    );
+    assert_eq!(
+        parse_at("2026-12-24T09:00:00.5", "Europe/Berlin").unwrap(),
+        t + 500
+    );
+    assert_eq!(
+        parse_at("2026-12-24T09:00", "UTC").unwrap(),
+        utc(2026, 12, 24, 9, 0, 0)
+    );
     // Summer time: +02:00.
     assert_eq!(
         parse_at("2026-07-01 12:00", "Europe/Berlin").unwrap(),
         utc(2026, 7, 1, 10, 0, 0)
     );
     // A date alone is its local midnight.
-    assert_eq!(parse_at("2026-12-24", "Europe/Berlin").unwrap(), utc(2026, 12, 23, 23, 0, 0));
+    assert_eq!(
+        parse_at("2026-12-24", "Europe/Berlin").unwrap(),
+        utc(2026, 12, 23, 23, 0, 0)
+    );
 }
 
 #[test]
@@ -202,24 +220,41 @@ fn parse_at_errors_say_what_is_expected() {
     ] {
         let e = parse_at(s, "Europe/Berlin").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with(&format!("time {s:?}: expected RFC 3339")), "{msg}");
-        assert!(msg.contains("2026-12-24 09:00:30 (read in Europe/Berlin)"), "{msg}");
+        assert!(
+            msg.starts_with(&format!("time {s:?}: expected RFC 3339")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("2026-12-24 09:00:30 (read in Europe/Berlin)"),
+            "{msg}"
+        );
     }
     assert_eq!(
-        parse_at("2026-12-24T09:00", "Mars/Base").unwrap_err().to_string(),
+        parse_at("2026-12-24T09:00", "Mars/Base")
+            .unwrap_err()
+            .to_string(),
         "unknown time zone \"Mars/Base\": use an IANA name such as Europe/Berlin, \
          America/New_York or UTC"
     );
     // An offset makes the zone irrelevant.
     assert!(parse_at("2026-12-24T09:00Z", "Mars/Base").is_ok());
     let bad_at = Schedule::At { at: "soon".into() };
-    assert!(matches!(bad_at.compile("UTC"), Err(ScheduleError::At { .. })));
+    assert!(matches!(
+        bad_at.compile("UTC"),
+        Err(ScheduleError::At { .. })
+    ));
 }
 
 #[test]
 fn format_at_is_the_normalized_wire_form() {
-    assert_eq!(format_at(utc(2026, 12, 24, 8, 0, 0)), "2026-12-24T08:00:00.000Z");
-    assert_eq!(format_at(utc(2026, 12, 24, 8, 0, 0) + 7), "2026-12-24T08:00:00.007Z");
+    assert_eq!(
+        format_at(utc(2026, 12, 24, 8, 0, 0)),
+        "2026-12-24T08:00:00.000Z"
+    );
+    assert_eq!(
+        format_at(utc(2026, 12, 24, 8, 0, 0) + 7),
+        "2026-12-24T08:00:00.007Z"
+    );
     assert_eq!(format_at(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(format_at(-1), "1969-12-31T23:59:59.999Z");
     assert_eq!(format_at(i64::MAX), i64::MAX.to_string());
@@ -260,7 +295,10 @@ fn every_fires_at_anchor_plus_multiples() {
 #[test]
 fn every_without_anchor_is_aligned_to_the_epoch() {
     let c = every(3_600_000, None);
-    assert_eq!(c.next_after(utc(2026, 5, 5, 10, 20, 0)), Some(utc(2026, 5, 5, 11, 0, 0)));
+    assert_eq!(
+        c.next_after(utc(2026, 5, 5, 10, 20, 0)),
+        Some(utc(2026, 5, 5, 11, 0, 0))
+    );
     // Times before the anchor never fire, the epoch included.
     let c = every(1000, None);
     assert_eq!(c.next_after(-1500), Some(0));
@@ -277,7 +315,10 @@ fn every_counts_in_constant_time() {
     assert_eq!(c.count_between(anchor + 500, anchor + 999, 100), 0);
     assert_eq!(c.count_between(anchor, anchor + 10_000, 3), 3);
     // A century of seconds, capped, without iterating.
-    assert_eq!(c.count_between(anchor, anchor + 100 * 365 * 86_400_000, usize::MAX), 3_153_600_000);
+    assert_eq!(
+        c.count_between(anchor, anchor + 100 * 365 * 86_400_000, usize::MAX),
+        3_153_600_000
+    );
     assert_eq!(c.count_between(i64::MIN, i64::MAX, 7), 7);
     assert_eq!(c.next_after(i64::MAX), None);
 }
@@ -387,7 +428,10 @@ fn cron_six_fields_have_seconds_and_seven_a_year() {
         ]
     );
     let c = cron("0 0 12 24 12 * 2027", "UTC");
-    assert_eq!(fires(&c, utc(2026, 1, 1, 0, 0, 0), 1), ["2027-12-24T12:00:00.000Z"]);
+    assert_eq!(
+        fires(&c, utc(2026, 1, 1, 0, 0, 0), 1),
+        ["2027-12-24T12:00:00.000Z"]
+    );
     assert_eq!(c.next_after(utc(2027, 12, 24, 12, 0, 0)), None);
 }
 
@@ -395,18 +439,30 @@ fn cron_six_fields_have_seconds_and_seven_a_year() {
 fn cron_dialect_names_nicknames_and_weekdays() {
     // 2026-01-01 is a Thursday.
     let from = utc(2026, 1, 1, 0, 0, 0);
-    assert_eq!(fires(&cron("0 9 * * MON-FRI", "UTC"), from, 2), [
-        "2026-01-01T09:00:00.000Z",
-        "2026-01-02T09:00:00.000Z"
-    ]);
-    assert_eq!(fires(&cron("0 9 * * mon", "UTC"), from, 1), ["2026-01-05T09:00:00.000Z"]);
-    assert_eq!(fires(&cron("@daily", "UTC"), from, 1), ["2026-01-02T00:00:00.000Z"]);
-    assert_eq!(fires(&cron("@hourly", "UTC"), from, 1), ["2026-01-01T01:00:00.000Z"]);
-    assert_eq!(fires(&cron("0 0 L * *", "UTC"), from, 2), [
-        "2026-01-31T00:00:00.000Z",
-        "2026-02-28T00:00:00.000Z"
-    ]);
-    assert_eq!(fires(&cron("0 0 29 2 *", "UTC"), from, 1), ["2028-02-29T00:00:00.000Z"]);
+    assert_eq!(
+        fires(&cron("0 9 * * MON-FRI", "UTC"), from, 2),
+        ["2026-01-01T09:00:00.000Z", "2026-01-02T09:00:00.000Z"]
+    );
+    assert_eq!(
+        fires(&cron("0 9 * * mon", "UTC"), from, 1),
+        ["2026-01-05T09:00:00.000Z"]
+    );
+    assert_eq!(
+        fires(&cron("@daily", "UTC"), from, 1),
+        ["2026-01-02T00:00:00.000Z"]
+    );
+    assert_eq!(
+        fires(&cron("@hourly", "UTC"), from, 1),
+        ["2026-01-01T01:00:00.000Z"]
+    );
+    assert_eq!(
+        fires(&cron("0 0 L * *", "UTC"), from, 2),
+        ["2026-01-31T00:00:00.000Z", "2026-02-28T00:00:00.000Z"]
+    );
+    assert_eq!(
+        fires(&cron("0 0 29 2 *", "UTC"), from, 1),
+        ["2028-02-29T00:00:00.000Z"]
+    );
 }
 
 #[test]
@@ -419,7 +475,10 @@ fn cron_without_tz_uses_the_host_zone() {
     let c = s.compile("Asia/Tokyo").unwrap();
     assert_eq!(c.zone(), Some("Asia/Tokyo"));
     // 09:00 JST is 00:00 UTC.
-    assert_eq!(fires(&c, utc(2025, 12, 31, 12, 0, 0), 1), ["2026-01-01T00:00:00.000Z"]);
+    assert_eq!(
+        fires(&c, utc(2025, 12, 31, 12, 0, 0), 1),
+        ["2026-01-01T00:00:00.000Z"]
+    );
     let e = s.compile("Mars/Base").unwrap_err();
     assert_eq!(e, ScheduleError::UnknownZone("Mars/Base".into()));
 }
@@ -442,7 +501,10 @@ fn cron_stagger_shifts_every_fire() {
         tz: None,
         stagger_ms: Some(u64::MAX),
     };
-    assert_eq!(huge.compile("UTC").unwrap_err(), ScheduleError::Stagger(u64::MAX));
+    assert_eq!(
+        huge.compile("UTC").unwrap_err(),
+        ScheduleError::Stagger(u64::MAX)
+    );
 }
 
 #[test]
@@ -477,15 +539,32 @@ fn cron_errors_say_what_is_wrong_and_what_is_expected() {
     for (expr, why) in [
         ("", "found 0"),
         ("* * * * * * * *", "found 8"),
-        ("61 * * * *", "expected 5 space-separated fields"),
-        ("0 25 * * *", "expected 5 space-separated fields"),
-        ("0 3 * * FUNDAY", "expected 5 space-separated fields"),
-        ("@fortnightly", "expected 5 space-separated fields"),
-        ("0 0 30 2 *", "it matches no date after 1970 (such as 30 February"),
-        ("0 0 1 1 * 1969", "it matches no date after 1970"),
+        (
+            "61 * * * *",
+            "number out of bounds; the fields are minute 0-59, hour 0-23",
+        ),
+        ("0 25 * * *", "number out of bounds; the fields are"),
+        ("*/0 * * * *", "step cannot be zero; the fields are"),
+        (
+            "0 3 * * FUNDAY",
+            ": contains illegal character 'F' in part 'FUNDAY'; the fields are",
+        ),
+        ("0/5 * * * *", "Use \"*/5\" for wildcard steps"),
+        (
+            "@fortnightly",
+            "unknown nickname; expected @yearly, @annually, @monthly",
+        ),
+        (
+            "0 0 30 2 *",
+            "it matches no date after 1970 (such as 30 February",
+        ),
+        ("0 0 0 1 1 * 1969", "it matches no date after 1970"),
     ] {
         let msg = compile(expr, None);
-        assert!(msg.starts_with(&format!("cron expression {expr:?}: ")), "{msg}");
+        assert!(
+            msg.starts_with(&format!("cron expression {expr:?}: ")),
+            "{msg}"
+        );
         assert!(msg.contains(why), "{expr}: {msg}");
     }
     assert_eq!(
@@ -559,7 +638,9 @@ fn dst_new_york_daily_0130_on_fall_back_day_fires_once_at_the_first_pass() {
     );
     // Asked from inside the second pass (01:10 EST), the repeated 01:30 is not fired again.
     assert_eq!(
-        c.next_after(utc(2026, 11, 1, 6, 10, 0)).map(format_at).as_deref(),
+        c.next_after(utc(2026, 11, 1, 6, 10, 0))
+            .map(format_at)
+            .as_deref(),
         Some("2026-11-02T06:30:00.000Z")
     );
     assert_eq!(fires_on_local_day(&c, NY, 2026, 11, 1), 1);
@@ -644,7 +725,13 @@ fn dst_daily_jobs_fire_exactly_once_every_local_day_of_a_year() {
         "America/Santiago",
         "Pacific/Chatham",
     ];
-    let exprs = ["30 2 * * *", "0 0 * * *", "15 1 * * *", "45 23 * * *", "0 12 * * *"];
+    let exprs = [
+        "30 2 * * *",
+        "0 0 * * *",
+        "15 1 * * *",
+        "45 23 * * *",
+        "0 12 * * *",
+    ];
     for zone in zones {
         let tz: Tz = zone.parse().unwrap();
         for expr in exprs {
@@ -657,7 +744,9 @@ fn dst_daily_jobs_fire_exactly_once_every_local_day_of_a_year() {
                 if next > end {
                     break;
                 }
-                let local = DateTime::from_timestamp_millis(next).unwrap().with_timezone(&tz);
+                let local = DateTime::from_timestamp_millis(next)
+                    .unwrap()
+                    .with_timezone(&tz);
                 *per_day.entry(local.date_naive()).or_default() += 1;
                 t = next;
             }
@@ -680,7 +769,9 @@ fn backoff_steps_then_caps_at_an_hour() {
     let steps: Vec<u64> = (0..8).map(backoff_ms).collect();
     assert_eq!(
         steps,
-        [0, 30_000, 60_000, 300_000, 900_000, 3_600_000, 3_600_000, 3_600_000]
+        [
+            0, 30_000, 60_000, 300_000, 900_000, 3_600_000, 3_600_000, 3_600_000
+        ]
     );
     assert_eq!(backoff_ms(u32::MAX), 3_600_000);
 }
@@ -688,25 +779,44 @@ fn backoff_steps_then_caps_at_an_hour() {
 #[test]
 fn host_timezone_from_prefers_tz_then_etc_timezone_then_the_localtime_link() {
     let link = Some("/usr/share/zoneinfo/Europe/Lisbon");
-    assert_eq!(host_timezone_from(Some("Europe/Berlin"), Some("Asia/Tokyo"), link), "Europe/Berlin");
-    assert_eq!(host_timezone_from(Some(":America/New_York"), None, link), "America/New_York");
+    assert_eq!(
+        host_timezone_from(Some("Europe/Berlin"), Some("Asia/Tokyo"), link),
+        "Europe/Berlin"
+    );
+    assert_eq!(
+        host_timezone_from(Some(":America/New_York"), None, link),
+        "America/New_York"
+    );
     assert_eq!(
         host_timezone_from(Some(":/usr/share/zoneinfo/Asia/Tokyo"), None, link),
         "Asia/Tokyo"
     );
     // A POSIX rule or junk in $TZ falls through to the files.
     assert_eq!(
-        host_timezone_from(Some("CET-1CEST,M3.5.0,M10.5.0/3"), Some("Europe/Paris\n"), link),
+        host_timezone_from(
+            Some("CET-1CEST,M3.5.0,M10.5.0/3"),
+            Some("Europe/Paris\n"),
+            link
+        ),
         "Europe/Paris"
     );
-    assert_eq!(host_timezone_from(Some(""), Some("\n  Europe/Paris  \n"), link), "Europe/Paris");
-    assert_eq!(host_timezone_from(None, Some("Not/AZone"), link), "Europe/Lisbon");
+    assert_eq!(
+        host_timezone_from(Some(""), Some("\n  Europe/Paris  \n"), link),
+        "Europe/Paris"
+    );
+    assert_eq!(
+        host_timezone_from(None, Some("Not/AZone"), link),
+        "Europe/Lisbon"
+    );
     assert_eq!(host_timezone_from(None, None, link), "Europe/Lisbon");
     assert_eq!(
         host_timezone_from(None, None, Some("../usr/share/zoneinfo/posix/Asia/Kolkata")),
         "Asia/Kolkata"
     );
-    assert_eq!(host_timezone_from(None, None, Some("/etc/localtime.bak")), "UTC");
+    assert_eq!(
+        host_timezone_from(None, None, Some("/etc/localtime.bak")),
+        "UTC"
+    );
     assert_eq!(host_timezone_from(None, None, None), "UTC");
     assert_eq!(host_timezone_from(Some("UTC"), None, link), "UTC");
 }
@@ -735,7 +845,10 @@ fn ten_thousand_compiled_cron_schedules_answer_next_after_quickly() {
         })
         .collect();
     let started = Instant::now();
-    let compiled: Vec<Compiled> = schedules.iter().map(|s| s.compile("UTC").unwrap()).collect();
+    let compiled: Vec<Compiled> = schedules
+        .iter()
+        .map(|s| s.compile("UTC").unwrap())
+        .collect();
     let compile_time = started.elapsed();
     // Around the New York fall-back change, where the zone work is heaviest.
     let now = utc(2026, 11, 1, 5, 30, 0);
@@ -752,4 +865,12 @@ fn ten_thousand_compiled_cron_schedules_answer_next_after_quickly() {
          ({:?} each; checksum {checksum})",
         query_time / 10_000
     );
+}
+
+#[test]
+fn compiled_schedules_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Compiled>();
+    assert_send_sync::<Schedule>();
+    assert_send_sync::<ScheduleError>();
 }

@@ -73,7 +73,11 @@ fn after_zoneinfo(path: &str) -> Option<String> {
 
 /// The wall clock of `tz` at a Unix second.
 pub(crate) fn wall_at(tz: Tz, secs: i64) -> Option<NaiveDateTime> {
-    Some(DateTime::from_timestamp(secs, 0)?.with_timezone(&tz).naive_local())
+    Some(
+        DateTime::from_timestamp(secs, 0)?
+            .with_timezone(&tz)
+            .naive_local(),
+    )
 }
 
 /// The UTC offset of `tz` at a Unix second, in seconds.
