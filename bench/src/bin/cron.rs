@@ -29,10 +29,12 @@ fn now_ms() -> i64 {
 /// `first`; each a system event into one of 100 sessions.
 fn write_jobs(db: &std::path::Path, every_ms: i64, first: i64, spread: f64) {
     let mut c = Connection::open(db).expect("open molt.db");
-    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    c.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
     let tx = c.transaction().expect("transaction");
     tx.execute("DELETE FROM cron_jobs", []).expect("clear jobs");
-    tx.execute("DELETE FROM cron_fires", []).expect("clear fires");
+    tx.execute("DELETE FROM cron_fires", [])
+        .expect("clear fires");
     {
         let mut ins = tx
             .prepare(

@@ -641,12 +641,18 @@ mod cron_fires {
             panic!("fired with a run: {out:?}");
         };
         assert_eq!(s.get_run(run).unwrap().state, RunState::Queued);
-        assert_eq!(s.cron_job(&job.id).unwrap().unwrap().next_run_at_ms, Some(2000));
+        assert_eq!(
+            s.cron_job(&job.id).unwrap().unwrap().next_run_at_ms,
+            Some(2000)
+        );
         // A second process claiming the same time: nothing happens.
         let again = s.claim_cron_fires(&[claim(&job.id, 1000, 2000)]).unwrap();
         assert_eq!(again, vec![Claimed::AlreadyFired]);
         assert_eq!(s.cron_fires(Some(&job.id), 10, 0).unwrap().1, 1);
-        assert!(s.cron_ended_fires().unwrap().is_empty(), "its run has not ended");
+        assert!(
+            s.cron_ended_fires().unwrap().is_empty(),
+            "its run has not ended"
+        );
         // The run ends: the fire is recorded once.
         let boot = s.begin_boot(10, "1", "b").unwrap();
         let id = s.claim_next(boot).unwrap().expect("the fire's run");
