@@ -121,6 +121,15 @@ const DEFINITIONS: &[&str] = &[
     "AgentIdentityResult",
     "CommandsListParams",
     "CommandsListResult",
+    "CronListParams",
+    "CronStatusParams",
+    "CronAddParams",
+    "CronUpdateParams",
+    "CronRemoveParams",
+    "CronRunParams",
+    "CronRunsParams",
+    "ExecApprovalGetParams",
+    "ExecApprovalResolveParams",
 ];
 
 /// Pseudo-definition: `definitions.Snapshot.properties.health`.
@@ -158,6 +167,15 @@ fn params_definition(method: &str) -> Option<&'static str> {
         "models.list" => "ModelsListParams",
         "agent.identity.get" => "AgentIdentityParams",
         "commands.list" => "CommandsListParams",
+        "cron.list" => "CronListParams",
+        "cron.status" => "CronStatusParams",
+        "cron.add" => "CronAddParams",
+        "cron.update" => "CronUpdateParams",
+        "cron.remove" => "CronRemoveParams",
+        "cron.run" => "CronRunParams",
+        "cron.runs" => "CronRunsParams",
+        "exec.approval.get" => "ExecApprovalGetParams",
+        "exec.approval.resolve" => "ExecApprovalResolveParams",
         _ => return None,
     })
 }
@@ -889,6 +907,15 @@ async fn handshake_without_auth_gives_a_conforming_hello_and_method_table() {
             | "sessions.get"
             | "sessions.messages.subscribe"
             | "sessions.messages.unsubscribe" => json!({ "key": "k" }),
+            "exec.approval.get" => json!({ "id": "apr-x" }),
+            "exec.approval.resolve" => json!({ "id": "apr-x", "decision": "deny" }),
+            "cron.add" => json!({
+                "name": "n", "schedule": {"kind": "every", "everyMs": 60000},
+                "sessionTarget": "main", "wakeMode": "now",
+                "payload": {"kind": "systemEvent", "text": "t"},
+            }),
+            "cron.update" => json!({ "id": "cron-x", "patch": {} }),
+            "cron.remove" | "cron.run" | "cron.get" => json!({ "id": "cron-x" }),
             _ => json!({}),
         };
         let err = bare.call_err(method, p).await;
@@ -1475,8 +1502,8 @@ async fn unknown_methods_and_unknown_fields_after_connect_get_error_frames() {
     c.hello(params(&["operator.admin"], None)).await;
 
     // A real protocol method molt does not implement: an error, never silence.
-    assert!(schema().method_scope("cron.list").is_some());
-    let err = c.call_err("cron.list", json!({})).await;
+    assert!(schema().method_scope("cron.scratch.get").is_some());
+    let err = c.call_err("cron.scratch.get", json!({})).await;
     assert!(
         err["code"] == "INVALID_REQUEST" || err["code"] == "UNAVAILABLE",
         "{err}"
@@ -1761,9 +1788,100 @@ async fn a_conversation_with_a_tool_call_conforms() {
 
 #[test]
 fn the_params_molt_clients_send_validate_against_the_schema() {
-    use molt_protocol::methods::{chat, sessions};
+    use molt_protocol::methods::{approvals, chat, cron, sessions};
     let s = schema();
     let check = |def: &str, v: Value| s.check(def, &v, &format!("molt's {def}"));
+    // What `molt cron add` sends, for each schedule and payload kind.
+    for (schedule, payload, target) in [
+        (
+            json!({"kind": "cron", "expr": "0 3 * * *", "tz": "Europe/Berlin"}),
+            json!({"kind": "command", "argv": ["restic", "backup"]}),
+            "isolated",
+        ),
+        (
+            json!({"kind": "every", "everyMs": 1_800_000}),
+            json!({"kind": "systemEvent", "text": "check the disk"}),
+            "main",
+        ),
+        (
+            json!({"kind": "at", "at": "2026-12-24T08:00:00.000Z"}),
+            json!({"kind": "agentTurn", "message": "Summarize my inbox"}),
+            "isolated",
+        ),
+    ] {
+        check(
+            "CronAddParams",
+            serde_json::to_value(cron::CronAddParams {
+                name: "job".into(),
+                schedule,
+                session_target: target.into(),
+                wake_mode: "now".into(),
+                payload,
+                agent_id: None,
+                description: None,
+                enabled: Some(false),
+                delete_after_run: Some(false),
+            })
+            .unwrap(),
+        );
+    }
+    check(
+        "CronUpdateParams",
+        serde_json::to_value(cron::CronUpdateParams {
+            id: Some("cron-1".into()),
+            job_id: None,
+            patch: cron::CronPatch {
+                schedule: Some(json!({"kind": "every", "everyMs": 60_000})),
+                enabled: Some(false),
+                ..Default::default()
+            },
+        })
+        .unwrap(),
+    );
+    check(
+        "CronRunParams",
+        serde_json::to_value(cron::CronRunParams {
+            id: Some("cron-1".into()),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    check(
+        "CronRemoveParams",
+        serde_json::to_value(cron::CronIdParams {
+            id: Some("cron-1".into()),
+            job_id: None,
+        })
+        .unwrap(),
+    );
+    check(
+        "CronRunsParams",
+        serde_json::to_value(cron::CronRunsParams {
+            id: Some("cron-1".into()),
+            limit: Some(20),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    check(
+        "CronListParams",
+        serde_json::to_value(cron::CronListParams {
+            include_disabled: Some(true),
+            limit: Some(200),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    check(
+        "ExecApprovalResolveParams",
+        serde_json::to_value(approvals::ApprovalResolveParams {
+            id: "apr-1".into(),
+            decision: "allow-once".into(),
+            reviewer: None,
+            grant_expires_in_days: None,
+        })
+        .unwrap(),
+    );
     check(
         "ChatSendParams",
         serde_json::to_value(chat::ChatSendParams {

@@ -66,7 +66,13 @@ pub struct ScheduleArgs {
 impl ScheduleArgs {
     fn to_json(&self) -> Result<Option<Value>, Failure> {
         Ok(match (&self.cron, &self.every, &self.at) {
-            (Some(expr), None, None) => Some(json!({"kind": "cron", "expr": expr, "tz": self.tz})),
+            (Some(expr), None, None) => {
+                let mut s = json!({"kind": "cron", "expr": expr});
+                if let Some(tz) = &self.tz {
+                    s["tz"] = json!(tz);
+                }
+                Some(s)
+            }
             (None, Some(e), None) => {
                 let ms = molt_cron::parse_every(e).map_err(|e| Failure::config(e.to_string()))?;
                 Some(json!({"kind": "every", "everyMs": ms}))
