@@ -36,8 +36,10 @@ use crate::executor::Executor;
 use crate::store_handle::StoreHandle;
 use crate::subsystem::Subsystem;
 
-/// The longest the scheduler sleeps: it also looks for fires whose runs ended.
+/// How often the scheduler looks for ended runs while fires are open.
 const POLL: Duration = Duration::from_millis(500);
+/// The longest it sleeps with no fire open: every change of a job wakes it anyway.
+const IDLE_CAP: Duration = Duration::from_secs(60);
 /// Due jobs claimed per transaction.
 const BATCH: u32 = 500;
 /// Catch-up fires on start go out this many at a time, `CATCH_UP_PAUSE` apart.
@@ -429,8 +431,8 @@ impl Cron {
     }
 
     /// Records fires whose runs ended: the log, the job's state and backoff, a one-shot's
-    /// deletion.
-    async fn finish_ended(&self) -> Result<(), StoreError> {
+    /// deletion. Returns how many fires are still running.
+    async fn finish_ended(&self) -> Result<u64, StoreError> {
         let ended = self.store.call(|s| s.cron_ended_fires()).await?;
         for f in ended {
             let id = f.job_id.clone();
@@ -455,7 +457,7 @@ impl Cron {
                 );
             }
         }
-        Ok(())
+        self.store.call(|s| s.cron_open_fires()).await
     }
 
     fn outcome(&self, f: &EndedFire, job: Option<&CronJobRecord>) -> FireOutcome {
@@ -511,16 +513,22 @@ impl Cron {
                 }
                 first_pass = false;
             }
-            if let Err(e) = self.finish_ended().await {
-                tracing::warn!(error = %e, "cron: cannot record ended fires; retrying");
-            }
+            let open = match self.finish_ended().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cron: cannot record ended fires; retrying");
+                    1
+                }
+            };
+            // Idle, it wakes only for the next due job (or a change): no polling.
+            let cap = if open > 0 { POLL } else { IDLE_CAP };
             let next = self.store.call(|s| s.cron_next_wake()).await.ok().flatten();
             let now = now_ms() as i64;
             let sleep = match next {
                 Some(at) if self.config.enabled => {
-                    Duration::from_millis(at.saturating_sub(now).max(0) as u64).min(POLL)
+                    Duration::from_millis(at.saturating_sub(now).max(0) as u64).min(cap)
                 }
-                _ => POLL,
+                _ => cap,
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}

@@ -479,6 +479,18 @@ impl Store {
         .ctx("reading ended fires")
     }
 
+    /// How many fires are still running.
+    pub fn cron_open_fires(&self) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM cron_fires WHERE state = 'started'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .ctx("counting running fires")
+    }
+
     /// Records how a fire ended and what it does to its job, once: `false` if the fire was
     /// finished already.
     pub fn finish_cron_fire(
