@@ -361,6 +361,33 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
     assert_eq!(standup["schedule"]["tz"], "Europe/Berlin");
     assert_eq!(standup["agentId"], "main");
     assert!(standup["nextRunAtMs"].as_i64().unwrap() > now_ms());
+    // A system event: a note in the main session, which the model reads at the next turn.
+    let note = home.cli_json(&[
+        "cron",
+        "add",
+        "--name",
+        "disk",
+        "--every",
+        "1d",
+        "--system-event",
+        "Check the disk usage",
+        "--json",
+    ]);
+    let note_id = note["id"].as_str().unwrap().to_owned();
+    wait_for("the note's first fire", Duration::from_secs(20), || {
+        let r = home.cli_json(&["cron", "runs", &note_id, "--json"]);
+        (r["entries"][0]["status"] == "ok").then_some(())
+    });
+    let before = fake.request_count();
+    fake.push(Reply::text("Disk is fine."));
+    let out = home.cli_ok(&["agent", "-m", "anything new?", "--json"]);
+    assert!(out.contains("Disk is fine."), "{out}");
+    let sent = fake.requests()[before].body["messages"].to_string();
+    assert!(
+        sent.contains("System: [cron disk] Check the disk usage"),
+        "the model reads the note: {sent}"
+    );
+
     let bad = home.cli(&[
         "cron",
         "add",
