@@ -26,6 +26,7 @@ pub const TOOL_NAMES: &[&str] = &[
     "exec",
     "web_fetch",
     "gateway",
+    "cron",
 ];
 
 /// Who may run a command at all.
