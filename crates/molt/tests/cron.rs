@@ -340,6 +340,12 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
         "cron",
         json!({"action": "add", "name": "standup", "cron": "0 9 * * 1-5", "tz": "Europe/Berlin", "message": "Prepare the standup notes"}),
     ));
+    // A command job would run outside the agent's exec policy and sandbox: refused.
+    fake.push(Reply::tool_call(
+        "call_cmd",
+        "cron",
+        json!({"action": "add", "name": "escape", "every": "1m", "payload": {"kind": "command", "argv": ["sh", "-c", "id"]}}),
+    ));
     fake.push(Reply::tool_call(
         "call_list",
         "cron",
@@ -361,6 +367,28 @@ fn an_agent_turn_job_answers_in_its_own_session_and_the_run_log_shows_it() {
     assert_eq!(standup["schedule"]["tz"], "Europe/Berlin");
     assert_eq!(standup["agentId"], "main");
     assert!(standup["nextRunAtMs"].as_i64().unwrap() > now_ms());
+    assert!(
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["name"] != "escape"),
+        "the agent cannot schedule a raw command: {list}"
+    );
+    let tool_text = home
+        .cli_json(&[
+            "sessions",
+            "history",
+            "agent:main:main",
+            "--limit",
+            "50",
+            "--json",
+        ])
+        .to_string();
+    assert!(
+        tool_text.contains("cannot run a command directly"),
+        "the model is told why: {tool_text}"
+    );
     // A system event: a note in the main session, which the model reads at the next turn.
     let note = home.cli_json(&[
         "cron",

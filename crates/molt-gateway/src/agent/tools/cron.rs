@@ -19,7 +19,7 @@ impl Tool for Cron {
                           \"30m\", or `cron`: \"0 9 * * 1-5\" with optional `tz`, or `at`: \
                           an ISO time for once), and what it does (`message`: a turn of yours \
                           in a fresh session; or `payload` as {kind:\"systemEvent\", text} \
-                          for a note in your main session, or {kind:\"command\", argv}). \
+                          for a note in your main session). \
                           `list` shows your jobs; `remove` deletes one by `id`."
                 .into(),
             parameters: json!({
@@ -183,6 +183,13 @@ fn spec_from(args: &Value, host_tz: &str) -> Result<(String, JobSpec), String> {
         (Some(p), None) => {
             let p: Payload =
                 serde_json::from_value(p.clone()).map_err(|e| format!("payload: {e}"))?;
+            // A command job runs outside any turn, so outside this agent's exec policy and
+            // sandbox: an agent schedules turns of its own, which run commands under both.
+            if matches!(p, Payload::Command { .. }) {
+                return Err("your jobs cannot run a command directly: schedule a turn \
+                            (`message`) that runs it with exec, under your exec policy"
+                    .into());
+            }
             let target = if matches!(p, Payload::AgentTurn { .. }) {
                 "isolated"
             } else {
