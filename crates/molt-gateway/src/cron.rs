@@ -538,7 +538,21 @@ impl Cron {
         }
     }
 
-    /// Creates a job from a checked spec; its first run is the schedule's first time after
+    /// Readies a spec to be stored at `now`: an `every` without an anchor is anchored
+    /// there, the schedule compiles, and the payload and target check out. The compiled
+    /// schedule gives the job's next run.
+    pub fn prepare(&self, spec: &mut JobSpec, now: i64) -> Result<Compiled, String> {
+        if let Schedule::Every { anchor_ms, .. } = &mut spec.schedule {
+            anchor_ms.get_or_insert(now);
+        }
+        let compiled = self
+            .compile(&spec.schedule)
+            .map_err(|e| format!("schedule: {e}"))?;
+        spec.check()?;
+        Ok(compiled)
+    }
+
+    /// Creates a job from a spec (see [`Cron::prepare`]); its first run is the schedule's first time after
     /// now.
     pub async fn add(
         &self,
@@ -548,11 +562,7 @@ impl Cron {
         mut spec: JobSpec,
     ) -> Result<CronJobRecord, String> {
         let now = now_ms() as i64;
-        if let Schedule::Every { anchor_ms, .. } = &mut spec.schedule {
-            anchor_ms.get_or_insert(now);
-        }
-        let compiled = self.compile(&spec.schedule)?;
-        spec.check()?;
+        let compiled = self.prepare(&mut spec, now)?;
         let next = if enabled {
             compiled.next_after(now - 1)
         } else {

@@ -184,15 +184,4 @@ impl Store {
         }
         Ok(a)
     }
-
-    /// Cancels the pending approvals of a run (its turn ended without a decision).
-    pub fn cancel_approvals(&mut self, run_id: &str) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE approvals SET state = 'cancelled', decided_at_ms = ?2
-                 WHERE run_id = ?1 AND state = 'pending'",
-                params![run_id, now_ms()],
-            )
-            .ctx("cancelling approvals")
-    }
 }

@@ -524,17 +524,6 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the continuation as delivered to operators.
-    pub fn mark_update_delivered(&mut self, id: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE update_jobs SET delivered_at_ms = ?2 WHERE id = ?1 AND delivered_at_ms IS NULL",
-                params![id, now_ms()],
-            )
-            .ctx("marking update delivered")?;
-        Ok(())
-    }
-
     /// Writes a consistent copy of the database to `path` (`VACUUM INTO`), for rollback.
     pub fn snapshot_to(&self, path: &std::path::Path) -> Result<()> {
         let _ = std::fs::remove_file(path);

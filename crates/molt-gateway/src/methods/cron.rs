@@ -52,9 +52,8 @@ async fn job_of(cron: &Cron, id: &str) -> Result<CronJobRecord, ErrorShape> {
         .ok_or_else(|| not_found(id))
 }
 
-/// A job's spec from the wire: schedule, payload and target, each checked.
+/// A job's spec from the wire; [`Cron::prepare`] checks it.
 fn spec_of(
-    cron: &Cron,
     schedule: &serde_json::Value,
     payload: &serde_json::Value,
     session_target: &str,
@@ -68,8 +67,6 @@ fn spec_of(
              {{kind:\"cron\", expr, tz?}}"
         ))
     })?;
-    cron.compile(&schedule)
-        .map_err(|e| ErrorShape::invalid(format!("schedule: {e}")))?;
     let payload = serde_json::from_value(payload.clone()).map_err(|e| {
         ErrorShape::invalid(format!(
             "payload: {e}; use {{kind:\"command\", argv}}, {{kind:\"systemEvent\", text}} or \
@@ -77,7 +74,7 @@ fn spec_of(
         ))
     })?;
     let one_shot = matches!(schedule, molt_cron::Schedule::At { .. });
-    let spec = JobSpec {
+    Ok(JobSpec {
         schedule,
         payload,
         session_target: session_target.to_owned(),
@@ -85,9 +82,15 @@ fn spec_of(
         description,
         // OpenClaw's default: a one-shot removes itself once it ran well.
         delete_after_run: delete_after_run.unwrap_or(one_shot),
-    };
-    spec.check().map_err(ErrorShape::invalid)?;
-    Ok(spec)
+    })
+}
+
+/// Whether more follow a page of `shown` items at `offset` out of `total`, and where the
+/// next page starts.
+fn page(offset: u32, shown: usize, total: u64) -> (bool, Option<u32>) {
+    let end = offset + shown as u32;
+    let more = u64::from(end) < total;
+    (more, more.then_some(end))
 }
 
 fn agent_of(cron: &Cron, id: Option<&str>) -> Result<String, ErrorShape> {
@@ -118,9 +121,9 @@ async fn list(cron: Arc<Cron>, _: Caller, p: CronListParams) -> Result<CronListR
     if p.enabled.as_deref() == Some("disabled") {
         jobs.retain(|j| !j.enabled);
     }
-    let has_more = (offset as u64 + jobs.len() as u64) < total;
+    let (has_more, next_offset) = page(offset, jobs.len(), total);
     Ok(CronListResult {
-        next_offset: has_more.then_some(offset + jobs.len() as u32),
+        next_offset,
         jobs,
         total,
         offset,
@@ -164,7 +167,6 @@ async fn add(cron: Arc<Cron>, _: Caller, p: CronAddParams) -> Result<CronJob, Er
     }
     let agent = agent_of(&cron, p.agent_id.as_deref())?;
     let spec = spec_of(
-        &cron,
         &p.schedule,
         &p.payload,
         &p.session_target,
@@ -189,8 +191,7 @@ async fn update(cron: Arc<Cron>, _: Caller, p: CronUpdateParams) -> Result<CronJ
         None => job.agent_id.clone(),
     };
     let schedule_changed = patch.schedule.is_some();
-    let spec = spec_of(
-        &cron,
+    let mut spec = spec_of(
         patch.schedule.as_ref().unwrap_or(&old.schedule),
         patch.payload.as_ref().unwrap_or(&old.payload),
         patch
@@ -201,13 +202,9 @@ async fn update(cron: Arc<Cron>, _: Caller, p: CronUpdateParams) -> Result<CronJ
         patch.description.clone().or(old.description.clone()),
         Some(patch.delete_after_run.unwrap_or(old.delete_after_run)),
     )?;
-    let mut spec = spec;
     let now = now_ms() as i64;
-    if let molt_cron::Schedule::Every { anchor_ms, .. } = &mut spec.schedule {
-        anchor_ms.get_or_insert(now);
-    }
+    let compiled = cron.prepare(&mut spec, now).map_err(ErrorShape::invalid)?;
     let enabled = patch.enabled.unwrap_or(job.enabled);
-    let compiled = cron.compile(&spec.schedule).map_err(ErrorShape::invalid)?;
     // A new schedule or a re-enabled job starts from now; otherwise the next run stays.
     let next = if !enabled {
         None
@@ -321,9 +318,9 @@ async fn runs(cron: Arc<Cron>, _: Caller, p: CronRunsParams) -> Result<CronRunsR
             trigger: f.trigger,
         })
         .collect();
-    let has_more = (offset as u64 + entries.len() as u64) < total;
+    let (has_more, next_offset) = page(offset, entries.len(), total);
     Ok(CronRunsResult {
-        next_offset: has_more.then_some(offset + entries.len() as u32),
+        next_offset,
         entries,
         total,
         offset,

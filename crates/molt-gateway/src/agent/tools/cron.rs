@@ -48,8 +48,9 @@ impl Tool for Cron {
         _stop: BoxFuture<'a, Stop>,
     ) -> BoxFuture<'a, ToolEnd> {
         Box::pin(async move {
-            let Some(c) = ctx.host.control.get() else {
-                return ToolOutput::error("the gateway is still starting; try again").into();
+            let c = match ctx.control() {
+                Ok(c) => c,
+                Err(e) => return e.into(),
             };
             let cron = &c.cron;
             let action = match str_arg(args, "cron", "action") {

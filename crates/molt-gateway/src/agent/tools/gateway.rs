@@ -64,8 +64,9 @@ impl Tool for Gateway {
                 Ok(a) => a,
                 Err(e) => return e.into(),
             };
-            let Some(c) = ctx.host.control.get() else {
-                return ToolOutput::error("the gateway is still starting; try again").into();
+            let c = match ctx.control() {
+                Ok(c) => c,
+                Err(e) => return e.into(),
             };
             match action {
                 "status" => status(c).await,

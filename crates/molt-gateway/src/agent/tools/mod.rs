@@ -47,6 +47,16 @@ pub struct ToolContext<'a> {
     pub output: mpsc::UnboundedSender<String>,
 }
 
+impl ToolContext<'_> {
+    /// The gateway's parts, for the tools that act on them; set once the gateway serves.
+    fn control(&self) -> Result<&GatewayControl, ToolOutput> {
+        self.host
+            .control
+            .get()
+            .ok_or_else(|| ToolOutput::error("the gateway is still starting; try again"))
+    }
+}
+
 /// Why a tool call was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
