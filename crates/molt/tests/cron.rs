@@ -185,6 +185,87 @@ fn an_every_second_job_fires_once_per_second_through_handovers_and_restarts() {
     );
 }
 
+/// The scheduler under a `kill -9` and a stop: the fires in flight finish after the restart,
+/// the stop stays inside its budget, and no scheduled time fires twice.
+#[test]
+fn a_kill_9_and_a_stop_in_budget_lose_no_fire_and_fire_none_twice() {
+    let home = Home::new(MOLT, "[gateway]\nstop_budget_ms = 3000\n");
+    let mut gw = home.start();
+    let job = home.cli_json(&[
+        "cron",
+        "add",
+        "--name",
+        "slow",
+        "--every",
+        "1s",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1.5",
+    ]);
+    let id = job["id"].as_str().unwrap().to_owned();
+    let anchor = job["schedule"]["anchorMs"].as_i64().unwrap();
+    let fires = |home: &Home| -> usize {
+        query(
+            home,
+            &format!("SELECT COUNT(*) FROM cron_fires WHERE job_id = '{id}'"),
+        )[0][0]
+            .parse()
+            .unwrap()
+    };
+    wait_for(
+        "three fires, runs in flight",
+        Duration::from_secs(20),
+        || (fires(&home) >= 3).then_some(()),
+    );
+    gw.signal(libc::SIGKILL);
+    gw.wait_exit(Duration::from_secs(10));
+    let before = fires(&home);
+    let mut gw2 = home.start();
+    wait_for(
+        "it fires again after the crash",
+        Duration::from_secs(20),
+        || (fires(&home) >= before + 2).then_some(()),
+    );
+    let (_, took) = gw2
+        .terminate(Duration::from_secs(20))
+        .expect("the gateway stops");
+    println!("stop with cron fires in flight took {took:?}");
+    assert!(
+        took < Duration::from_millis(3000 + 1500),
+        "the stop fits its 3 s budget (plus exit): {took:?}"
+    );
+    let _gw3 = home.start();
+    home.cli_ok(&["cron", "rm", &id]);
+    wait_for(
+        "every fire's run completes",
+        Duration::from_secs(60),
+        || {
+            let open = query(
+                &home,
+                &format!(
+                    "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
+                 WHERE f.job_id = '{id}' AND (r.state IS NULL OR r.state != 'succeeded')"
+                ),
+            );
+            (open[0][0] == "0").then_some(())
+        },
+    );
+    let rows = query(
+        &home,
+        &format!("SELECT scheduled_at_ms, run_id FROM cron_fires WHERE job_id = '{id}'"),
+    );
+    let mut times: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    times.sort_unstable();
+    let n = times.len();
+    times.dedup();
+    assert_eq!(times.len(), n, "no scheduled time fired twice");
+    assert!(times.iter().all(|t| (t - anchor) % 1000 == 0));
+    let runs: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(runs.len(), n, "one run per fire");
+}
+
 /// A gateway stopped for 10 s across 3 times of an every-3s job: one catch-up fire at start,
 /// or none with `skip_missed`.
 #[test]

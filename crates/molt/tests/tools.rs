@@ -538,6 +538,29 @@ fn the_gateway_tool_reads_status_and_masked_config_and_restarts_by_handover() {
         5,
         "one restart, the turn not replayed"
     );
+    // The key is in no file the gateway wrote: the store, its logs, the workspace.
+    let mut dirs = vec![home.state_dir(), workspace(&home)];
+    let mut files = vec![home.log_path()];
+    for _ in 0..10_000 {
+        let Some(d) = dirs.pop() else { break };
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    let leaked: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes())
+        })
+        .collect();
+    assert!(files.len() > 2, "{files:?}");
+    assert!(leaked.is_empty(), "the API key leaked into {leaked:?}");
 }
 
 #[test]
