@@ -1086,7 +1086,23 @@ fn check_other_gateways(d: &Doctor) -> Outcome {
             "pids": i.pids, "listeners": i.listeners, "configured": configured,
             "configPath": i.config_path}));
     }
-    for o in host::openclaw_instances(&procs, &listeners) {
+    let openclaw = host::openclaw_instances(&procs, &listeners);
+    let openclaw_state = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".openclaw"))
+        .filter(|d| d.join("openclaw.json").is_file());
+    // OpenClaw found, running or not: its agents, sessions and jobs can come along.
+    let import_hint = (!openclaw.is_empty() || openclaw_state.is_some()).then(|| {
+        " To bring its config, agents, sessions and cron jobs to molt: `molt import openclaw \
+         --dry-run`, then without --dry-run."
+            .to_owned()
+    });
+    if openclaw.is_empty()
+        && let Some(dir) = &openclaw_state
+    {
+        lines.push(format!("OpenClaw state in {} (not running)", dir.display()));
+        details.push(json!({"kind": "openclaw-state", "dir": dir}));
+    }
+    for o in openclaw {
         let what = o
             .unit
             .clone()
@@ -1164,19 +1180,21 @@ fn check_other_gateways(d: &Doctor) -> Outcome {
     }
     if exposed.is_empty() {
         return Outcome::ok(format!(
-            "{} other gateway(s), none exposed: {}",
+            "{} other gateway(s), none exposed: {}.{}",
             lines.len(),
-            lines.join("; ")
+            lines.join("; "),
+            import_hint.as_deref().unwrap_or("")
         ))
         .details(details);
     }
     Outcome::bad(
         Status::Warn,
         format!(
-            "{} other gateway(s); reachable from the network or without auth: {}. All: {}",
+            "{} other gateway(s); reachable from the network or without auth: {}. All: {}.{}",
             lines.len(),
             exposed.join(", "),
-            lines.join("; ")
+            lines.join("; "),
+            import_hint.as_deref().unwrap_or("")
         ),
         remedies.join(" && "),
     )

@@ -7,7 +7,9 @@
 //! "a non-loopback bind needs auth".
 
 mod agents;
+pub mod channels;
 mod context;
+mod control_ui;
 pub mod tools;
 
 pub use agents::{
@@ -15,6 +17,7 @@ pub use agents::{
     ModelsConfig, ProviderApi, ProviderConfig,
 };
 pub use context::{Context, Overrides};
+pub use control_ui::ControlUiConfig;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -223,6 +226,9 @@ pub struct GatewayConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_unauthenticated_per_address: Option<u32>,
     pub auth: AuthConfig,
+    /// `[gateway.control_ui]`: the web chat page and the WebSocket origins it allows.
+    #[serde(skip_serializing_if = "tools::is_default")]
+    pub control_ui: ControlUiConfig,
 }
 
 impl Default for GatewayConfig {
@@ -238,6 +244,7 @@ impl Default for GatewayConfig {
             max_unauthenticated: None,
             max_unauthenticated_per_address: None,
             auth: AuthConfig::default(),
+            control_ui: ControlUiConfig::default(),
         }
     }
 }
@@ -342,6 +349,9 @@ pub struct Config {
     /// `[tools]`: what every agent's tools may do, under `[agents.*.tools]`.
     #[serde(skip_serializing_if = "tools::is_default")]
     pub tools: tools::ToolSettings,
+    /// `[channels]`: Discord and the other chat channels.
+    #[serde(skip_serializing_if = "tools::is_default")]
+    pub channels: channels::ChannelsConfig,
 }
 
 /// The type of one overridable key; drives how its environment value is parsed.
@@ -542,7 +552,9 @@ impl Config {
         }
         agents::validate(&self.models, &self.agents)
             .and_then(|()| tools::validate("tools", &self.tools, tools::TOOL_NAMES))
+            .and_then(|()| g.control_ui.validate())
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        self.channels.validate()?;
         // The generated token is a secret too, but one a remote client has no way to learn:
         // a public bind asks for a secret chosen (and handed out) on purpose.
         let configured = matches!(
@@ -604,6 +616,7 @@ impl Config {
         a.token.is_some()
             || a.password.is_some()
             || self.models.providers.values().any(|p| p.api_key.is_some())
+            || self.channels.holds_secret()
     }
 
     /// The port this config listens on for `profile`.
@@ -624,6 +637,9 @@ impl Config {
         mask(&mut shown.gateway.auth.password);
         for p in shown.models.providers.values_mut() {
             mask(&mut p.api_key);
+        }
+        if let Some(d) = shown.channels.discord.as_mut() {
+            mask(&mut d.token);
         }
         shown
     }
@@ -758,6 +774,17 @@ mod tests {
         let shown = c.to_masked_toml(&Profile::default());
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("port = 18789"), "{shown}");
+    }
+
+    #[test]
+    fn a_discord_token_in_the_file_is_a_secret_and_is_masked() {
+        let c = load("[channels.discord]\ntoken = \"bot-sekrit\"\n", &[]).unwrap();
+        assert!(c.holds_inline_secrets());
+        let shown = c.to_masked_toml(&Profile::default());
+        assert!(!shown.contains("bot-sekrit"), "{shown}");
+        assert!(shown.contains("[channels.discord]"), "{shown}");
+        let c = load("[channels.discord]\ntoken_env = \"BOT\"\n", &[]).unwrap();
+        assert!(!c.holds_inline_secrets());
     }
 
     #[test]

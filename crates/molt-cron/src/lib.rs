@@ -90,6 +90,7 @@
 mod at;
 mod every;
 mod expr;
+mod job;
 mod zone;
 
 #[cfg(test)]
@@ -97,6 +98,7 @@ mod tests;
 
 pub use at::{format_at, parse_at};
 pub use every::{MIN_EVERY_MS, parse_every};
+pub use job::{JobSpec, Payload};
 pub use zone::{host_timezone, host_timezone_from};
 
 use serde::{Deserialize, Serialize};

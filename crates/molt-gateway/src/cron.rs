@@ -14,19 +14,19 @@
 //! after now. After a failed run a recurring job backs off (30 s, 1 min, 5 min, 15 min,
 //! 60 min); a success resets it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use molt_cron::{Compiled, Schedule};
+pub use molt_cron::{JobSpec, Payload};
 use molt_protocol::methods::cron::{CronJob, CronJobState, EVENT};
 use molt_protocol::methods::tasks::{ExecSpec, StepSpec};
 use molt_store::{
     Claimed, CronJobFields, CronJobRecord, EndedFire, FireAction, FireClaim, FireOutcome,
     StoreError,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -45,85 +45,6 @@ const BATCH: u32 = 500;
 /// Catch-up fires on start go out this many at a time, `CATCH_UP_PAUSE` apart.
 const CATCH_UP_CHUNK: usize = 20;
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(100);
-
-/// What a job does when it fires (`CronJob.payload`); unknown fields are ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Payload {
-    /// A command (argv, no shell), as a durable exec run.
-    #[serde(rename_all = "camelCase")]
-    Command {
-        argv: Vec<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cwd: Option<String>,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        env: BTreeMap<String, String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_seconds: Option<f64>,
-    },
-    /// A note in a session's transcript (the agent's main session by default); no model
-    /// call by itself: the agent reads it at its next turn there.
-    SystemEvent { text: String },
-    /// An agent turn, in a session of its own by default.
-    #[serde(rename_all = "camelCase")]
-    AgentTurn {
-        message: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        model: Option<String>,
-    },
-}
-
-/// What the store keeps of a job besides its name, agent and state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobSpec {
-    pub schedule: Schedule,
-    pub payload: Payload,
-    /// `main`, `isolated` or `session:<key>`.
-    pub session_target: String,
-    pub wake_mode: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub delete_after_run: bool,
-}
-
-impl JobSpec {
-    /// Checks the parts that a schedule check does not: the payload and its target.
-    pub fn check(&self) -> Result<(), String> {
-        match &self.payload {
-            Payload::Command { argv, .. } if argv.is_empty() || argv[0].is_empty() => {
-                return Err("a command payload needs a non-empty argv".into());
-            }
-            Payload::SystemEvent { text } if text.trim().is_empty() => {
-                return Err("a systemEvent payload needs text".into());
-            }
-            Payload::AgentTurn { message, .. } if message.trim().is_empty() => {
-                return Err("an agentTurn payload needs a message".into());
-            }
-            Payload::SystemEvent { .. } if self.session_target == "isolated" => {
-                return Err(
-                    "a systemEvent goes to an existing session: use sessionTarget \"main\" or \
-                     \"session:<key>\""
-                        .into(),
-                );
-            }
-            _ => {}
-        }
-        match self.session_target.as_str() {
-            "main" | "isolated" => Ok(()),
-            t if t.strip_prefix("session:").is_some_and(|k| !k.is_empty()) => Ok(()),
-            "current" => Err(
-                "sessionTarget \"current\" is not supported: name the session as \
-                 \"session:<key>\""
-                    .into(),
-            ),
-            t => Err(format!(
-                "sessionTarget {t:?}: use \"main\", \"isolated\" or \"session:<key>\""
-            )),
-        }
-    }
-}
 
 /// The scheduler of one boot.
 pub struct Cron {

@@ -1,4 +1,4 @@
-//! The one port: HTTP probes and WebSocket upgrades.
+//! The one port: HTTP probes, the web chat page (`webchat.rs`) and WebSocket upgrades.
 //!
 //! The accept loop is our own (hyper's HTTP/1 connection driver under an axum router), not
 //! `axum::serve`, because a handover needs "stop accepting, but finish every connection
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Extension, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,18 +27,22 @@ use crate::router::Router as Methods;
 struct Shared {
     app: Arc<App>,
     methods: Arc<Methods>,
+    webchat: Arc<WebChat>,
 }
 use crate::pending::Ticket;
+use crate::webchat::WebChat;
 
 /// Builds the accept loop on an already-bound listener. It ends when `app.accepting` turns
 /// false; connections it accepted go on in their own tasks, counted in
 /// `app.http_connections`. Until it authenticates, each holds a place in `app.pending`, and
-/// each HTTP request must arrive complete within `header_timeout`.
+/// each HTTP request must arrive complete within `header_timeout`. `webchat` serves the
+/// chat page and decides which browser origins may open a WebSocket.
 pub fn serve(
     app: Arc<App>,
     methods: Arc<Methods>,
     listener: TcpListener,
     header_timeout: Duration,
+    webchat: WebChat,
 ) -> std::io::Result<impl Future<Output = ()> + Send> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -49,6 +53,7 @@ pub fn serve(
         .with_state(Shared {
             app: app.clone(),
             methods,
+            webchat: Arc::new(webchat),
         });
     let mut accepting = app.accepting.subscribe();
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -173,20 +178,38 @@ async fn readyz(State(Shared { app, .. }): State<Shared>) -> Response {
     probe(&app, status)
 }
 
+/// Every path but the probes: a WebSocket upgrade (at any path, as before the page
+/// existed), else the chat page when the path is its, else 404.
 async fn upgrade(
-    State(Shared { app, methods }): State<Shared>,
+    State(Shared {
+        app,
+        methods,
+        webchat,
+    }): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(ticket): Extension<Arc<Ticket>>,
+    uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
+        if let Some(page) = webchat.page(uri.path()) {
+            return page;
+        }
         return (
             StatusCode::NOT_FOUND,
             "molt gateway: connect with WebSocket (OpenClaw protocol v4), or GET /healthz, /readyz\n",
         )
             .into_response();
     };
+    if !webchat.origin_allowed(&headers) {
+        tracing::warn!(%peer, origin = ?headers.get(header::ORIGIN), "WebSocket from a web origin that is not allowed; refused (gateway.control_ui.allowed_origins)");
+        return (
+            StatusCode::FORBIDDEN,
+            "molt gateway: this web origin may not connect; add it to gateway.control_ui.allowed_origins\n",
+        )
+            .into_response();
+    }
     // A proxied request is not "direct loopback", even when the proxy is local.
     let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
         .iter()

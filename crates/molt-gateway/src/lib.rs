@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod app;
+pub mod channels;
 pub mod cron;
 pub mod executor;
 pub mod handover;
@@ -20,6 +21,7 @@ mod router;
 mod store_handle;
 pub mod subsystem;
 mod update;
+pub mod webchat;
 mod ws;
 
 use std::net::{SocketAddr, TcpListener};
@@ -210,7 +212,6 @@ fn auth_policy(config: &Config, state_dir: &std::path::Path) -> Result<AuthPolic
 /// A config file that holds a model key must be the owner's alone: the gateway refuses to
 /// start otherwise, so a key is never served from a world-readable file.
 fn check_config_secrecy(config: &Config, path: &std::path::Path) -> Result<(), GatewayError> {
-    use std::os::unix::fs::PermissionsExt;
     let holds_key = config
         .models
         .providers
@@ -219,17 +220,34 @@ fn check_config_secrecy(config: &Config, path: &std::path::Path) -> Result<(), G
     if !holds_key {
         return Ok(());
     }
+    ensure_private(
+        path,
+        "a model API key",
+        "move the key to the environment with api_key_env",
+    )
+    .map_err(GatewayError::config)
+}
+
+/// `Err` (saying how to fix it) when `path`, which holds `secret`, is readable by anyone but
+/// its owner. What a failure stops is the caller's choice: the gateway for a model key, the
+/// channel for a bot token.
+pub(crate) fn ensure_private(
+    path: &std::path::Path,
+    secret: &str,
+    alternative: &str,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode())
-        .map_err(|e| GatewayError::config(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if mode & 0o077 != 0 {
-        return Err(GatewayError::config(format!(
-            "{} holds a model API key but is readable by others (mode {:o}); run `chmod 600 {}`, \
-             or move the key to the environment with api_key_env",
+        return Err(format!(
+            "{} holds {secret} but is readable by others (mode {:o}); run `chmod 600 {}`, or \
+             {alternative}",
             path.display(),
             mode & 0o777,
             path.display()
-        )));
+        ));
     }
     Ok(())
 }
@@ -395,10 +413,20 @@ async fn serve(
         executor.clone(),
         opts.config.cron.clone(),
     );
+    let channels = channels::Channels::new(opts.config.channels.discord.clone().map(|d| {
+        channels::Discord::new(
+            app.clone(),
+            store.clone(),
+            agent.clone(),
+            d,
+            opts.config_path.clone(),
+        )
+    }));
     let subsystems = Arc::new(Subsystems::new(vec![
         executor.clone() as Arc<dyn Subsystem>,
         agent.clone() as Arc<dyn Subsystem>,
         cron.clone() as Arc<dyn Subsystem>,
+        channels.clone() as Arc<dyn Subsystem>,
     ]));
     let handover = Arc::new(Handover::new(
         app.clone(),
@@ -423,6 +451,7 @@ async fn serve(
         subsystems: subsystems.clone(),
         agents: opts.config.agents.clone(),
         db_path: db_path.clone(),
+        channels: channels.clone(),
     });
     let _ = agent.control.set(agent::tools::GatewayControl {
         facts: facts.clone(),
@@ -440,6 +469,7 @@ async fn serve(
         agent,
         config: config_view,
         cron,
+        channels,
     }));
     let lives = Lives {
         app: app.clone(),
@@ -477,7 +507,8 @@ async fn serve(
     }
 
     let header_timeout = Duration::from_millis(g.header_timeout_ms);
-    let server = http::serve(app.clone(), methods, listener, header_timeout)
+    let webchat = webchat::WebChat::new(&opts.config);
+    let server = http::serve(app.clone(), methods, listener, header_timeout, webchat)
         .map_err(|e| GatewayError::fatal(format!("cannot serve on {addr}: {e}")))?;
     let mut server = tokio::spawn(server);
     lives.subsystems.start();

@@ -36,7 +36,12 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// `bytes` random bytes as hex: ids, nonces, tokens. Fails only when the OS has no entropy
 /// source, and then nothing secret may be made up.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
-    let mut buf = vec![0u8; bytes];
+    random_bytes(bytes).map(hex::encode)
+}
+
+/// `n` random bytes from the OS; fails only when it has no entropy source.
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
-    Ok(hex::encode(buf))
+    Ok(buf)
 }

@@ -183,7 +183,9 @@ fn finish_turn_row(
 }
 
 /// Runs `sql` with `params` and collects every row mapped by `map`.
-fn collect<T, P: rusqlite::Params>(
+/// Every row of `sql`, mapped; `what` names the query in errors. The store's one way to
+/// read a list.
+pub(crate) fn collect<T, P: rusqlite::Params>(
     conn: &rusqlite::Connection,
     sql: &str,
     params: P,

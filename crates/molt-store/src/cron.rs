@@ -8,7 +8,7 @@
 
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use crate::agent::{NewTurn, QueueMode};
+use crate::agent::{NewTurn, QueueMode, collect};
 use crate::{Ctx, Result, Store, StoreError, now_ms};
 use molt_protocol::methods::tasks::StepSpec;
 use molt_protocol::transcript::{Message, SystemMessage, TextBlock};
@@ -392,21 +392,16 @@ impl Store {
                 |r| r.get(0),
             )
             .ctx("counting cron jobs")?;
-        let mut st = self
-            .conn
-            .prepare(&format!(
+        let jobs = collect(
+            &self.conn,
+            &format!(
                 "SELECT {JOB_COLUMNS} FROM cron_jobs j WHERE {filter}
                  ORDER BY j.next_run_at_ms IS NULL, j.next_run_at_ms, j.name LIMIT ?3 OFFSET ?4"
-            ))
-            .ctx("preparing cron jobs")?;
-        let jobs = st
-            .query_map(
-                params![include_disabled, agent_id, limit, offset],
-                job_from_row,
-            )
-            .ctx("reading cron jobs")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("reading cron jobs")?;
+            ),
+            params![include_disabled, agent_id, limit, offset],
+            job_from_row,
+            "reading cron jobs",
+        )?;
         Ok((jobs, total as u64))
     }
 
@@ -423,18 +418,17 @@ impl Store {
 
     /// Enabled jobs due at `now`, soonest first, at most `limit`.
     pub fn cron_due(&self, now: i64, limit: u32) -> Result<Vec<CronJobRecord>> {
-        let mut st = self
-            .conn
-            .prepare(&format!(
+        collect(
+            &self.conn,
+            &format!(
                 "SELECT {JOB_COLUMNS} FROM cron_jobs j
                  WHERE j.enabled = 1 AND j.next_run_at_ms <= ?1
                  ORDER BY j.next_run_at_ms LIMIT ?2"
-            ))
-            .ctx("preparing due cron jobs")?;
-        st.query_map(params![now, limit], job_from_row)
-            .ctx("reading due cron jobs")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("reading due cron jobs")
+            ),
+            params![now, limit],
+            job_from_row,
+            "reading due cron jobs",
+        )
     }
 
     /// Claims fires, each with what it runs, in one transaction (one commit for many due
@@ -452,31 +446,28 @@ impl Store {
 
     /// Started fires whose run has ended.
     pub fn cron_ended_fires(&self) -> Result<Vec<EndedFire>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT f.job_id, f.scheduled_at_ms, f.run_id, r.state, r.error, f.started_at_ms,
-                    COALESCE(r.finished_at_ms, r.updated_at_ms), t.final_text
-                 FROM cron_fires f JOIN runs r ON r.id = f.run_id
-                 LEFT JOIN turns t ON t.run_id = f.run_id
-                 WHERE f.state = 'started' AND r.state IN ('succeeded', 'failed', 'cancelled')",
-            )
-            .ctx("preparing ended fires")?;
-        st.query_map([], |r| {
-            Ok(EndedFire {
-                job_id: r.get(0)?,
-                scheduled_at_ms: r.get(1)?,
-                run_id: r.get(2)?,
-                run_state: r.get(3)?,
-                error: r.get(4)?,
-                started_at_ms: r.get(5)?,
-                finished_at_ms: r.get(6)?,
-                final_text: r.get(7)?,
-            })
-        })
-        .ctx("reading ended fires")?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .ctx("reading ended fires")
+        collect(
+            &self.conn,
+            "SELECT f.job_id, f.scheduled_at_ms, f.run_id, r.state, r.error, f.started_at_ms,
+                COALESCE(r.finished_at_ms, r.updated_at_ms), t.final_text
+             FROM cron_fires f JOIN runs r ON r.id = f.run_id
+             LEFT JOIN turns t ON t.run_id = f.run_id
+             WHERE f.state = 'started' AND r.state IN ('succeeded', 'failed', 'cancelled')",
+            [],
+            |r| {
+                Ok(EndedFire {
+                    job_id: r.get(0)?,
+                    scheduled_at_ms: r.get(1)?,
+                    run_id: r.get(2)?,
+                    run_state: r.get(3)?,
+                    error: r.get(4)?,
+                    started_at_ms: r.get(5)?,
+                    finished_at_ms: r.get(6)?,
+                    final_text: r.get(7)?,
+                })
+            },
+            "reading ended fires",
+        )
     }
 
     /// How many fires are still running.
@@ -570,18 +561,16 @@ impl Store {
                 |r| r.get(0),
             )
             .ctx("counting cron fires")?;
-        let mut st = self
-            .conn
-            .prepare(&format!(
+        let fires = collect(
+            &self.conn,
+            &format!(
                 "SELECT {FIRE_COLUMNS} FROM cron_fires WHERE ?1 IS NULL OR job_id = ?1
                  ORDER BY started_at_ms DESC, scheduled_at_ms DESC LIMIT ?2 OFFSET ?3"
-            ))
-            .ctx("preparing cron fires")?;
-        let fires = st
-            .query_map(params![job_id, limit, offset], fire_from_row)
-            .ctx("reading cron fires")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("reading cron fires")?;
+            ),
+            params![job_id, limit, offset],
+            fire_from_row,
+            "reading cron fires",
+        )?;
         Ok((fires, total as u64))
     }
 }

@@ -13,6 +13,8 @@ mod agent;
 mod approvals;
 mod cron;
 mod devices;
+mod discord;
+mod import;
 mod migrations;
 mod runs;
 mod updates;
@@ -32,6 +34,13 @@ pub use cron::{
     FireRecord,
 };
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
+pub use discord::{
+    DiscordInbound, DiscordOutbound, DiscordPairingRequest, DiscordSession, DueReply,
+    PairingOutcome,
+};
+pub use import::{
+    ImportBatch, ImportResult, ImportedCronJob, ImportedSession, JobOutcome, SessionOutcome,
+};
 /// The newest database schema version this build knows.
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use runs::{

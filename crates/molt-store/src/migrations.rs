@@ -223,6 +223,60 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX cron_fires_open ON cron_fires(state) WHERE state = 'started';
      CREATE INDEX cron_fires_by_time ON cron_fires(started_at_ms);",
+    // 7: the Discord channel. An inbound message id is recorded in the transaction that
+    // creates its turn, so a redelivered message starts nothing. A reply is queued in the
+    // transaction that marks its message answered, and posted chunk by chunk with a nonce
+    // derived from the row, so an interrupted post is retried without a duplicate. The
+    // gateway session (id, sequence, resume URL) is kept with the boot that owns it, so a
+    // successor or the next start RESUMEs instead of identifying again.
+    "CREATE TABLE discord_inbound (
+        message_id TEXT PRIMARY KEY,
+        channel_id TEXT NOT NULL,
+        author_id TEXT NOT NULL,
+        session_key TEXT,
+        run_id TEXT,
+        state TEXT NOT NULL CHECK (state IN ('turn','replied','pairing')),
+        received_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX discord_inbound_open ON discord_inbound(state) WHERE state = 'turn';
+     CREATE TABLE discord_outbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        source TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending','sending','sent','failed')),
+        claim_epoch INTEGER,
+        chunks_sent INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX discord_outbound_open ON discord_outbound(state)
+        WHERE state IN ('pending','sending');
+     CREATE TABLE discord_pairing (
+        code TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL UNIQUE,
+        username TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+     );
+     CREATE TABLE discord_allowed (
+        user_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        code TEXT,
+        approved_at_ms INTEGER NOT NULL
+     );
+     CREATE TABLE discord_session (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        session_id TEXT,
+        seq INTEGER NOT NULL DEFAULT 0,
+        resume_url TEXT,
+        owner_epoch INTEGER,
+        updated_at_ms INTEGER NOT NULL
+     );",
 ];
 
 /// The newest schema version this build knows.

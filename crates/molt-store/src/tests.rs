@@ -681,3 +681,233 @@ mod cron_fires {
         );
     }
 }
+
+#[test]
+fn a_discord_message_delivered_twice_starts_one_turn() {
+    let (_dir, mut store) = temp_store();
+    let msg = DiscordInbound {
+        message_id: "900",
+        channel_id: "c1",
+        author_id: "u1",
+    };
+    let turn = NewTurn {
+        run_id: "discord-900",
+        session_key: "agent:main:main",
+        agent_id: "main",
+        text: "hi",
+        mode: QueueMode::Followup,
+        origin: "discord",
+    };
+    assert!(store.discord_accept(&msg, &turn, Some(5)).unwrap());
+    assert!(!store.discord_accept(&msg, &turn, Some(6)).unwrap());
+    assert_eq!(store.discord_session().unwrap().unwrap().seq, 6);
+    assert!(store.turn("discord-900").unwrap().is_some());
+    // Not due until the turn ends.
+    assert!(store.discord_replies_due(10).unwrap().is_empty());
+    assert_eq!(store.discord_open_turns().unwrap().len(), 1);
+}
+
+#[test]
+fn discord_replies_are_claimed_once_and_a_dead_claim_is_taken_over() {
+    let (_dir, mut store) = temp_store();
+    let a = store.begin_boot(std::process::id(), "0", "b").unwrap();
+    let b = store.begin_boot(std::process::id(), "0", "b").unwrap();
+    let id = store.discord_queue_message("c1", "hello", "n1").unwrap();
+    let got = store
+        .discord_claim_outbound(a.epoch, 10, |_, _| true)
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id, got[0].attempts), (id, 1));
+    // Held by a live boot: nobody else takes it.
+    assert!(
+        store
+            .discord_claim_outbound(b.epoch, 10, |_, _| true)
+            .unwrap()
+            .is_empty()
+    );
+    store.discord_outbound_progress(id, 1).unwrap();
+    // Its boot died: the next one resumes after the chunk already posted.
+    let again = store
+        .discord_claim_outbound(b.epoch, 10, |_, _| false)
+        .unwrap();
+    assert_eq!((again[0].chunks_sent, again[0].attempts), (1, 2));
+    store.discord_outbound_end(id, "sent", None).unwrap();
+    assert!(
+        store
+            .discord_claim_outbound(a.epoch, 10, |_, _| false)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn discord_pairing_codes_are_capped_and_approval_admits_the_sender() {
+    let (_dir, mut store) = temp_store();
+    let mut n = 0;
+    let mut code = || {
+        n += 1;
+        format!("CODE{n:04}")
+    };
+    let mut outcomes = Vec::new();
+    for (i, user) in ["u1", "u1", "u2", "u3", "u4"].iter().enumerate() {
+        let id = format!("m{i}");
+        let msg = DiscordInbound {
+            message_id: &id,
+            channel_id: "dm",
+            author_id: user,
+        };
+        outcomes.push(
+            store
+                .discord_pairing_request(&msg, user, 3_600_000, 3, None, &mut code)
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        outcomes,
+        vec![
+            PairingOutcome::Created("CODE0001".into()),
+            PairingOutcome::Pending("CODE0001".into()),
+            PairingOutcome::Created("CODE0002".into()),
+            PairingOutcome::Created("CODE0003".into()),
+            PairingOutcome::Full,
+        ]
+    );
+    assert_eq!(store.discord_pairing_list().unwrap().len(), 3);
+    assert!(!store.discord_is_approved("u2").unwrap());
+    let r = store.discord_pairing_approve("code0002").unwrap().unwrap();
+    assert_eq!(r.user_id, "u2");
+    assert!(store.discord_is_approved("u2").unwrap());
+    assert!(store.discord_pairing_approve("CODE0002").unwrap().is_none());
+    assert_eq!(store.discord_pairing_list().unwrap().len(), 2);
+}
+
+#[test]
+fn the_discord_session_has_one_owner_at_a_time() {
+    let (_dir, mut store) = temp_store();
+    assert!(store.discord_claim_session(1, None).unwrap());
+    assert!(!store.discord_claim_session(2, None).unwrap());
+    store
+        .discord_save_session(1, Some(("s1", 42, "ws://x")), true)
+        .unwrap();
+    let s = store.discord_session().unwrap().unwrap();
+    assert_eq!(
+        (s.session_id.as_deref(), s.seq, s.owner_epoch),
+        (Some("s1"), 42, None)
+    );
+    assert!(store.discord_claim_session(2, None).unwrap());
+    // The old owner can no longer write.
+    store.discord_save_session(1, None, true).unwrap();
+    assert_eq!(
+        store.discord_session().unwrap().unwrap().owner_epoch,
+        Some(2)
+    );
+}
+
+mod import {
+    use super::*;
+    use molt_protocol::transcript::{Message, UserMessage};
+
+    fn user(text: &str, ts: i64) -> Message {
+        Message::User(UserMessage {
+            content: text.into(),
+            timestamp: ts,
+            idempotency_key: None,
+        })
+    }
+
+    fn session(n: usize) -> ImportedSession {
+        ImportedSession {
+            key: "agent:main:main".into(),
+            agent_id: "main".into(),
+            session_id: "s-1".into(),
+            label: None,
+            model: None,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            messages: (0..n).map(|i| user(&format!("m{i}"), i as i64)).collect(),
+        }
+    }
+
+    fn batch(s: ImportedSession) -> ImportBatch {
+        ImportBatch {
+            origin: "openclaw".into(),
+            sessions: vec![s],
+            cron_jobs: vec![ImportedCronJob {
+                id: "job-1".into(),
+                name: "j".into(),
+                agent_id: "main".into(),
+                enabled: true,
+                spec: "{}".into(),
+                next_run_at_ms: Some(5),
+                created_at_ms: 1,
+            }],
+        }
+    }
+
+    fn outcome(r: &ImportResult) -> (SessionOutcome, JobOutcome) {
+        (r.sessions[0].1.clone(), r.cron_jobs[0].1.clone())
+    }
+
+    #[test]
+    fn a_second_import_appends_only_what_is_new_and_a_dry_run_writes_nothing() {
+        let (_d, mut s) = temp_store();
+        let dry = s.import_batch(&batch(session(2)), false).unwrap();
+        assert_eq!(outcome(&dry).0, SessionOutcome::New { messages: 2 });
+        assert!(
+            s.session("agent:main:main").unwrap().is_none(),
+            "a dry run wrote"
+        );
+        let r = s.import_batch(&batch(session(2)), true).unwrap();
+        assert_eq!(
+            outcome(&r),
+            (SessionOutcome::New { messages: 2 }, JobOutcome::New)
+        );
+        let r = s.import_batch(&batch(session(2)), true).unwrap();
+        assert_eq!(
+            outcome(&r),
+            (SessionOutcome::Unchanged, JobOutcome::Unchanged)
+        );
+        let r = s.import_batch(&batch(session(3)), true).unwrap();
+        assert_eq!(outcome(&r).0, SessionOutcome::Appended { messages: 1 });
+        let texts: Vec<String> = s
+            .transcript("agent:main:main")
+            .unwrap()
+            .into_iter()
+            .map(|m| match m {
+                Message::User(u) => u.content,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2"]);
+    }
+
+    #[test]
+    fn conversations_that_moved_on_in_molt_or_were_deleted_are_left_alone() {
+        let (_d, mut s) = temp_store();
+        s.import_batch(&batch(session(2)), true).unwrap();
+        s.append_message("agent:main:main", None, &user("said in molt", 9))
+            .unwrap();
+        let r = s.import_batch(&batch(session(3)), true).unwrap();
+        assert!(
+            matches!(outcome(&r).0, SessionOutcome::Skipped { ref reason } if reason.contains("both"))
+        );
+        assert_eq!(s.transcript("agent:main:main").unwrap().len(), 3);
+
+        s.delete_session("agent:main:main").unwrap();
+        s.cron_remove("job-1").unwrap();
+        let r = s.import_batch(&batch(session(3)), true).unwrap();
+        assert!(
+            matches!(outcome(&r).0, SessionOutcome::Skipped { ref reason } if reason.contains("deleted"))
+        );
+        assert!(matches!(outcome(&r).1, JobOutcome::Skipped { .. }));
+        assert!(s.session("agent:main:main").unwrap().is_none());
+        assert!(s.cron_job("job-1").unwrap().is_none());
+
+        // A session molt made itself is not overwritten by an import of the same key.
+        let (_d, mut s) = temp_store();
+        s.ensure_session("agent:main:main", "main").unwrap();
+        let r = s.import_batch(&batch(session(2)), true).unwrap();
+        assert!(matches!(outcome(&r).0, SessionOutcome::Skipped { .. }));
+        assert!(s.transcript("agent:main:main").unwrap().is_empty());
+    }
+}

@@ -31,6 +31,16 @@ impl Home {
         h
     }
 
+    /// As [`Home::new`], with the config made 0600: for a config that holds a secret (molt
+    /// refuses to load one that others can read).
+    pub fn new_private(bin: impl Into<PathBuf>, config: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let h = Self::new(bin, config);
+        std::fs::set_permissions(h.config_path(), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 molt.toml");
+        h
+    }
+
     /// A home for `bin` with no config file at all.
     pub fn without_config(bin: impl Into<PathBuf>) -> Self {
         let dir = tempfile::Builder::new()
@@ -343,4 +353,26 @@ pub fn attempt_aware(marker: &Path, first_secs: u32) -> Vec<String> {
 /// `molt tasks get ID --json` of the home's gateway.
 pub fn run_state(home: &Home, id: &str) -> Value {
     home.cli_json(&["tasks", "get", id, "--json"])
+}
+
+/// A molt.toml for tests of the agent: the default model is `fake/fake-1` on an
+/// OpenAI-compatible fake at `base_url` with `key` inline (so use [`Home::new_private`]), the
+/// stop budget is 4 s, and `extra` is appended (later tables may extend the provider's, such
+/// as `[models.providers.fake.limits]`).
+pub fn fake_model_config(base_url: &str, key: &str, extra: &str) -> String {
+    format!(
+        r#"
+[gateway]
+stop_budget_ms = 4000
+[models.providers.fake]
+api = "openai-completions"
+base_url = "{base_url}"
+api_key = "{key}"
+[[models.providers.fake.models]]
+id = "fake-1"
+[agents.defaults]
+model = "fake/fake-1"
+{extra}
+"#
+    )
 }

@@ -10,6 +10,7 @@
 //! Every loop here is bounded in count and time; waits poll with a deadline.
 #![warn(missing_docs)]
 
+mod browser;
 mod gateway;
 mod net;
 mod poll;
@@ -17,7 +18,8 @@ mod procs;
 mod systemd;
 mod variant;
 
-pub use gateway::{Gateway, Home, attempt_aware, run_state};
+pub use browser::{Chromium, Page, chromium_path};
+pub use gateway::{Gateway, Home, attempt_aware, fake_model_config, run_state};
 pub use net::{free_port, http_get, http_status, readyz_pid};
 pub use poll::{poll, wait_for, wait_for_every};
 pub use procs::{

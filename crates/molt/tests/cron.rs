@@ -48,6 +48,24 @@ fn stop_pid(pid: i64) {
     });
 }
 
+/// Waits until every fire of job `id` has a run, and every such run succeeded.
+fn wait_all_fires_succeeded(home: &Home, id: &str) {
+    wait_for(
+        "every fire's run completes",
+        Duration::from_secs(60),
+        || {
+            let open = query(
+                home,
+                &format!(
+                    "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
+                 WHERE f.job_id = '{id}' AND (r.state IS NULL OR r.state != 'succeeded')"
+                ),
+            );
+            (open[0][0] == "0").then_some(())
+        },
+    );
+}
+
 fn add_every(home: &Home, secs: u64) -> (String, i64) {
     let job = home.cli_json(&[
         "cron",
@@ -121,20 +139,7 @@ fn an_every_second_job_fires_once_per_second_through_handovers_and_restarts() {
     assert_eq!((handovers, restarts), (20, 2));
 
     // Every fire's run completes.
-    wait_for(
-        "every fire's run completes",
-        Duration::from_secs(60),
-        || {
-            let open = query(
-                &home,
-                &format!(
-                    "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
-                 WHERE f.job_id = '{id}' AND (r.state IS NULL OR r.state != 'succeeded')"
-                ),
-            );
-            (open[0][0] == "0").then_some(())
-        },
-    );
+    wait_all_fires_succeeded(&home, &id);
     let fires = query(
         &home,
         &format!(
@@ -238,20 +243,7 @@ fn a_kill_9_and_a_stop_in_budget_lose_no_fire_and_fire_none_twice() {
     );
     let _gw3 = home.start();
     home.cli_ok(&["cron", "rm", &id]);
-    wait_for(
-        "every fire's run completes",
-        Duration::from_secs(60),
-        || {
-            let open = query(
-                &home,
-                &format!(
-                    "SELECT COUNT(*) FROM cron_fires f LEFT JOIN runs r ON r.id = f.run_id
-                 WHERE f.job_id = '{id}' AND (r.state IS NULL OR r.state != 'succeeded')"
-                ),
-            );
-            (open[0][0] == "0").then_some(())
-        },
-    );
+    wait_all_fires_succeeded(&home, &id);
     let rows = query(
         &home,
         &format!("SELECT scheduled_at_ms, run_id FROM cron_fires WHERE job_id = '{id}'"),

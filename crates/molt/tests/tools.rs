@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,25 +26,10 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A home on `fake` (0600: it holds the key) with `extra` appended to the config.
 fn home_with(fake: &FakeModel, extra: &str) -> Home {
-    let config = format!(
-        r#"
-[gateway]
-stop_budget_ms = 4000
-[models.providers.fake]
-api = "openai-completions"
-base_url = "{}"
-api_key = "{KEY}"
-[[models.providers.fake.models]]
-id = "fake-1"
-[agents.defaults]
-model = "fake/fake-1"
-{extra}
-"#,
-        fake.openai_base_url()
-    );
-    let home = Home::new(MOLT, &config);
-    std::fs::set_permissions(home.config_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
-    home
+    Home::new_private(
+        MOLT,
+        &fake_model_config(&fake.openai_base_url(), KEY, extra),
+    )
 }
 
 fn workspace(home: &Home) -> PathBuf {

@@ -5,6 +5,7 @@
 
 mod agents;
 mod approvals;
+mod channels;
 mod chat;
 mod cron;
 mod devices;
@@ -33,6 +34,7 @@ pub struct Parts {
     pub agent: Arc<crate::agent::Agent>,
     pub config: Arc<ConfigView>,
     pub cron: Arc<crate::cron::Cron>,
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// The router of this gateway: every declared method, each with its handler.
@@ -47,5 +49,6 @@ pub fn router(parts: &Parts) -> Router {
     agents::register(&mut r, &parts.agent, &parts.config);
     approvals::register(&mut r, &parts.agent);
     cron::register(&mut r, &parts.cron);
+    channels::register(&mut r, &parts.channels);
     r
 }

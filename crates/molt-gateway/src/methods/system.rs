@@ -34,6 +34,8 @@ pub struct GatewayFacts {
     pub agents: molt_config::AgentsConfig,
     /// The store file (sessions of all agents live there).
     pub db_path: PathBuf,
+    /// The chat channels, whose state `status` shows (`channelSummary`).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// How many of an agent's latest sessions `health` lists.
@@ -155,6 +157,27 @@ pub async fn status_of(g: &GatewayFacts) -> Result<StatusResult, ErrorShape> {
     };
     let (open, shed) = app.pending.counts();
     let limits = app.pending.limits();
+    let mut openclaw = openclaw_status(g, &ids, runs, total_sessions, &session_counts);
+    // One line per channel, as OpenClaw's summary lines; `channels.status` has the detail.
+    for (channel, a) in g.channels.status().await {
+        let mut line = format!(
+            "{channel}: {}{}, seq {}, identifies {}, resumes {}, token {}",
+            a.health_state,
+            if a.connected && a.resumed {
+                " (resumed)"
+            } else {
+                ""
+            },
+            a.seq,
+            a.identifies,
+            a.resumes,
+            a.token_source
+        );
+        if let Some(e) = &a.last_error {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        openclaw.channel_summary.push(line.into());
+    }
     Ok(StatusResult {
         probe: app.probe(),
         profile: g.profile.clone(),
@@ -173,7 +196,7 @@ pub async fn status_of(g: &GatewayFacts) -> Result<StatusResult, ErrorShape> {
             shed,
         },
         last_handover: last.and_then(|t| serde_json::from_str(&t).ok()),
-        openclaw: openclaw_status(g, &ids, runs, total_sessions, &session_counts),
+        openclaw,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod approvals;
+pub mod channels;
 pub mod chat;
 pub mod cron;
 pub mod devices;
@@ -26,6 +27,7 @@ pub fn all() -> impl Iterator<Item = MethodInfo> {
         agents::DECLARED,
         approvals::DECLARED,
         cron::DECLARED,
+        channels::DECLARED,
     ]
     .into_iter()
     .flatten()

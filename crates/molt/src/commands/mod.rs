@@ -5,12 +5,14 @@
 mod agent;
 mod approvals;
 mod call;
+mod channels;
 mod chat;
 mod config;
 mod cron;
 mod devices;
 mod doctor;
 mod gateway;
+mod import;
 mod install;
 mod release;
 mod run;
@@ -102,6 +104,19 @@ pub enum Command {
     /// List, show, reset and delete conversation sessions.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// Chat channels (Discord): their state.
+    #[command(subcommand)]
+    Channels(channels::ChannelsCommand),
+    /// Approve strangers who asked to talk to the agent by DM.
+    #[command(subcommand)]
+    Pairing(channels::PairingCommand),
+    /// Post messages through a chat channel.
+    #[command(subcommand)]
+    Message(channels::MessageCommand),
+    /// Move another gateway's config, agents, workspaces, sessions and cron jobs into molt
+    /// (read-only on the source; safe to run again).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 impl Command {
@@ -150,6 +165,11 @@ pub fn run(globals: Globals, command: Command) -> Result<(), Failure> {
             let (ctx, config_error) = globals.resolve_lenient()?;
             doctor::exec(&ctx, config_error, access, &args)
         }
+        // The import reads molt's config file itself, and maps into it even when it is new.
+        Command::Import(cmd) => {
+            let (ctx, _) = globals.resolve_lenient()?;
+            import::exec(&ctx, &cmd)
+        }
         Command::Security(cmd) => {
             let (ctx, config_error) = globals.resolve_lenient()?;
             security::exec(&ctx, config_error, &cmd)
@@ -174,5 +194,8 @@ pub fn run(globals: Globals, command: Command) -> Result<(), Failure> {
         Command::Sessions(cmd) => sessions::exec(&resolve()?, &access, &cmd),
         Command::Approvals(cmd) => approvals::exec(&resolve()?, &access, &cmd),
         Command::Cron(cmd) => cron::exec(&resolve()?, &access, &cmd),
+        Command::Channels(cmd) => channels::exec_channels(&resolve()?, &access, &cmd),
+        Command::Pairing(cmd) => channels::exec_pairing(&resolve()?, &access, &cmd),
+        Command::Message(cmd) => channels::exec_message(&resolve()?, &access, &cmd),
     }
 }

@@ -39,5 +39,9 @@ pub fn exec(ctx: &Context, access: &Access, args: &StatusArgs) -> Result<(), Fai
         Some(h) => println!("  handover  {}", h.describe()),
         None => println!("  handover  none yet"),
     }
+    // Chat channels, one summary line each (`molt channels status` has the detail).
+    for c in s.openclaw.channel_summary.iter().filter_map(|c| c.as_str()) {
+        println!("  channel   {c}");
+    }
     Ok(())
 }
