@@ -178,3 +178,56 @@ async fn posts_wait_out_429s_and_a_repeated_nonce_creates_nothing() {
     rest.typing("210000000000000001").await.unwrap();
     assert_eq!(f.typing_count("210000000000000001"), 1);
 }
+
+#[tokio::test]
+async fn a_zombie_connection_is_dropped_and_resumed_without_losing_a_message() {
+    let f = fake().await;
+    let token = Options::default().token;
+    let mut gw = gateway(&f, &token, INTENTS);
+    assert!(matches!(next(&mut gw).await, Event::Ready { .. }));
+    let first = dm(&f, "before");
+    assert_eq!(message_id(&next(&mut gw).await), Some(first));
+
+    // The path goes half-dead: the socket stays open, but heartbeats are no longer ACKed.
+    f.set_heartbeat_acks(false);
+    let beats = f.heartbeat_count();
+    let reason = loop {
+        match next(&mut gw).await {
+            Event::Reconnecting { reason, .. } => break reason,
+            other => assert!(message_id(&other).is_none(), "unexpected {other:?}"),
+        }
+    };
+    assert!(reason.contains("heartbeat ACK"), "{reason}");
+    assert!(
+        f.heartbeat_count() > beats,
+        "it waited for an unanswered heartbeat before giving up"
+    );
+
+    // Sent while the client is between sockets: the RESUME must replay it, once.
+    f.set_heartbeat_acks(true);
+    let missed = dm(&f, "during");
+    let mut seen = Vec::new();
+    let mut resumed = false;
+    for _ in 0..6 {
+        let ev = next(&mut gw).await;
+        if let Some(id) = message_id(&ev) {
+            seen.push(id);
+        }
+        if ev == Event::Resumed {
+            resumed = true;
+            break;
+        }
+    }
+    assert!(resumed, "the session was resumed");
+    // Either replayed on RESUME or dispatched live right after it; exactly once in all.
+    if seen.is_empty() {
+        assert_eq!(message_id(&next(&mut gw).await), Some(missed));
+    } else {
+        assert_eq!(seen, vec![missed], "the missed message, once");
+    }
+    assert_eq!(
+        (f.identify_count(), f.resume_count()),
+        (1, 1),
+        "a zombie is resumed, not identified again"
+    );
+}

@@ -175,9 +175,15 @@ fn handle(shared: &Shared, conn_id: u64, tx: &mpsc::UnboundedSender<Out>, text: 
     let d = payload.get("d").cloned().unwrap_or(Value::Null);
     match op {
         1 => {
-            shared.lock().heartbeats += 1;
-            let ack = json!({"op": 11, "t": null, "s": null, "d": null});
-            let _ = tx.send(Out::Frame(ack.to_string()));
+            let ack = {
+                let mut st = shared.lock();
+                st.heartbeats += 1;
+                st.ack_heartbeats
+            };
+            if ack {
+                let ack = json!({"op": 11, "t": null, "s": null, "d": null});
+                let _ = tx.send(Out::Frame(ack.to_string()));
+            }
             Next::Continue
         }
         2 => identify(shared, conn_id, &d),

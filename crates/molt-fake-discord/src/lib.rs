@@ -74,11 +74,13 @@
 //! zlib or zstd transport compression (a `compress` parameter is ignored and frames are
 //! always plain JSON text), ETF encoding, sharding, the identify rate limit and
 //! `session_start_limit` accounting, heartbeat timeouts (a client that stops heartbeating
-//! is not disconnected), server-requested heartbeats (op 1 from the server), presence and member events, permissions, message edits, deletes, embeds,
-//! attachments, components and interactions, the global rate limit, and the expiry of
-//! resumable sessions and nonces. Intents only matter at IDENTIFY (4014 when a required
-//! bit is missing) and for which MESSAGE_CREATEs a session gets and whether they carry
-//! content, as described on [`intents`].
+//! is not disconnected; [`FakeDiscord::set_heartbeat_acks`] models the other side, a
+//! gateway that stops answering), server-requested heartbeats (op 1 from the server),
+//! presence and member events, permissions, message edits, deletes, embeds, attachments,
+//! components and interactions, the global rate limit, and the expiry of resumable sessions
+//! and nonces. Intents only matter at IDENTIFY (4014 when a required bit is missing) and for
+//! which MESSAGE_CREATEs a session gets and whether they carry content, as described on
+//! [`intents`].
 #![warn(missing_docs)]
 
 mod clock;

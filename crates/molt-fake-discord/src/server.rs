@@ -268,6 +268,13 @@ impl FakeDiscord {
         self.shared.lock().echo_own = on;
     }
 
+    /// Whether heartbeats get their ACK (op 11; default `true`). Off, every socket turns
+    /// into a zombie as a half-dead network path would: frames still flow, but a client that
+    /// tracks ACKs should drop the socket and RESUME.
+    pub fn set_heartbeat_acks(&self, on: bool) {
+        self.shared.lock().ack_heartbeats = on;
+    }
+
     /// Drops every live socket without a close frame, as a network failure would. Their
     /// sessions stay resumable, and dispatches made meanwhile wait for the RESUME.
     pub fn disconnect_all(&self) {

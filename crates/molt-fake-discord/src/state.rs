@@ -149,6 +149,8 @@ pub(crate) struct State {
     pub(crate) rate_limit: u32,
     pub(crate) rate_window: Duration,
     pub(crate) echo_own: bool,
+    /// Whether heartbeats are ACKed (op 11); off makes every connection a zombie.
+    pub(crate) ack_heartbeats: bool,
 }
 
 impl Default for State {
@@ -183,6 +185,7 @@ impl Default for State {
             rate_limit: 50,
             rate_window: Duration::from_secs(1),
             echo_own: true,
+            ack_heartbeats: true,
         }
     }
 }

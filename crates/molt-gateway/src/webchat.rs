@@ -1,15 +1,19 @@
 //! The web chat page: static HTML, CSS and JavaScript compiled into the binary
 //! (`crates/molt-gateway/webchat/`), served at `<base>` and `<base>chat` when
 //! `gateway.control_ui` enables it. The page is one more protocol client: it opens the
-//! gateway's WebSocket like the CLI does, with the token the person types.
+//! gateway's WebSocket like the CLI does, with the token or password the person types.
+//! Which of the two it asks for is written into the page (`<meta name="molt-auth">`); the
+//! handshake's error codes would tell it too, but only after a failed attempt that counts
+//! against the address's rate limit.
 //!
 //! Every response carries a strict Content-Security-Policy: scripts, styles and images from
 //! this origin only (no inline script or style), connections to this origin only (`'self'`
 //! covers `ws:`/`wss:` on the same host), and no framing.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use molt_config::Config;
+use molt_config::{AuthSource, Config};
 
 /// The page's Content-Security-Policy.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -23,6 +27,10 @@ struct Asset {
 }
 
 const INDEX: &[u8] = include_bytes!("../webchat/index.html");
+
+/// The tag in `index.html` that tells the page which secret to ask for; the file carries the
+/// default, `token`.
+const AUTH_META: &str = r#"<meta name="molt-auth" content="token">"#;
 
 /// Everything the page loads besides itself.
 const ASSETS: &[Asset] = &[
@@ -52,6 +60,23 @@ pub struct WebChat {
     base: String,
     /// Lower case, no trailing slash.
     allowed_origins: Vec<String>,
+    /// `index.html` with the gateway's auth kind written in.
+    index: Bytes,
+}
+
+/// The page as served under `auth`: the kind of secret (never the secret) in its meta tag.
+fn index_for(auth: AuthSource<'_>) -> Bytes {
+    let kind = match auth {
+        AuthSource::None => "none",
+        AuthSource::Password(_) => "password",
+        AuthSource::Token(_) | AuthSource::TokenFile => "token",
+    };
+    let html = String::from_utf8_lossy(INDEX).replacen(
+        AUTH_META,
+        &format!(r#"<meta name="molt-auth" content="{kind}">"#),
+        1,
+    );
+    Bytes::from(html)
 }
 
 impl WebChat {
@@ -62,6 +87,7 @@ impl WebChat {
             enabled: ui.enabled_for(config.gateway.bind),
             base: ui.base(),
             allowed_origins: ui.origins(),
+            index: index_for(config.auth_source()),
         }
     }
 
@@ -79,12 +105,12 @@ impl WebChat {
         let rest = path.strip_prefix(self.base.as_str());
         match rest {
             Some("") | Some("chat") | Some("chat/") => {
-                Some(respond("text/html; charset=utf-8", INDEX))
+                Some(respond("text/html; charset=utf-8", self.index.clone()))
             }
             Some(name) => ASSETS
                 .iter()
                 .find(|a| a.name == name || name.strip_prefix("chat/") == Some(a.name))
-                .map(|a| respond(a.content_type, a.body)),
+                .map(|a| respond(a.content_type, Bytes::from_static(a.body))),
             // `/molt` without its slash: relative asset URLs need the slash.
             None if format!("{path}/") == self.base => {
                 let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
@@ -125,7 +151,7 @@ impl WebChat {
 }
 
 /// A page response with the security headers every one of them carries.
-fn respond(content_type: &'static str, body: &'static [u8]) -> Response {
+fn respond(content_type: &'static str, body: Bytes) -> Response {
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -170,6 +196,7 @@ mod tests {
             enabled: true,
             base: base.into(),
             allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            index: index_for(AuthSource::TokenFile),
         }
     }
 
@@ -243,6 +270,30 @@ mod tests {
                 !w.origin_allowed(&headers(&[("host", "127.0.0.1:18789"), ("origin", bad)])),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn the_page_names_the_kind_of_secret_and_never_the_secret() {
+        let html = std::str::from_utf8(INDEX).unwrap();
+        assert_eq!(
+            html.matches(AUTH_META).count(),
+            1,
+            "the tag is in index.html"
+        );
+        for (auth, kind) in [
+            (AuthSource::Token("tok-123"), "token"),
+            (AuthSource::TokenFile, "token"),
+            (AuthSource::Password("pw-456"), "password"),
+            (AuthSource::None, "none"),
+        ] {
+            let page = index_for(auth);
+            let page = std::str::from_utf8(&page).unwrap();
+            assert!(
+                page.contains(&format!(r#"<meta name="molt-auth" content="{kind}">"#)),
+                "{kind}"
+            );
+            assert!(!page.contains("tok-123") && !page.contains("pw-456"));
         }
     }
 

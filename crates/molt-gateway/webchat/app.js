@@ -6,6 +6,9 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = 'molt.webchat.token';
+  // The secret the gateway asks for, written into the page by the gateway: token, password
+  // or none. (st.token holds either secret.)
+  const AUTH = (document.querySelector('meta[name="molt-auth"]') || {}).content || 'token';
   const SESSION_KEY = 'molt.webchat.session';
   const PAGE = 50; // history messages per page
   // Reconnect delays; the first is short because a handover successor already listens.
@@ -151,7 +154,8 @@
       locale: navigator.language || undefined,
       userAgent: navigator.userAgent,
     };
-    if (st.token) params.auth = { token: st.token };
+    if (st.token && AUTH === 'password') params.auth = { password: st.token };
+    else if (st.token && AUTH === 'token') params.auth = { token: st.token };
     let ok;
     try {
       ok = await request('connect', params);
@@ -200,7 +204,9 @@
     switch (code) {
       case 'AUTH_TOKEN_MISSING': return st.token ? 'The gateway asked for a token.' : '';
       case 'AUTH_TOKEN_MISMATCH': return 'Wrong token: the gateway did not accept it. Check it and try again.';
-      case 'AUTH_RATE_LIMITED': return 'Too many wrong tokens from this address: wait a minute, then try again.';
+      case 'AUTH_PASSWORD_MISSING': return st.token ? 'The gateway asked for a password.' : '';
+      case 'AUTH_PASSWORD_MISMATCH': return 'Wrong password: the gateway did not accept it. Check it and try again.';
+      case 'AUTH_RATE_LIMITED': return 'Too many failed sign-ins from this address: wait a minute, then try again.';
       default: return message || 'The gateway refused the connection.';
     }
   }
@@ -698,6 +704,12 @@
 
   // ---- start ----------------------------------------------------------------------------------
   $('session-title').textContent = shortKey(st.session);
-  if (st.token) connect();
+  if (AUTH === 'password') {
+    $('token-label').textContent = 'Gateway password';
+    $('login-help').textContent = 'Type the gateway password (gateway.auth.password in molt.toml, or MOLT_GATEWAY_AUTH_PASSWORD). This browser keeps it until you sign out.';
+  }
+  // With no secret to ask for there is nothing to sign out of.
+  if (AUTH === 'none') $('signout').hidden = true;
+  if (st.token || AUTH === 'none') connect();
   else showLogin('');
 })();

@@ -275,6 +275,82 @@ fn a_wrong_token_is_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_password_gateway_asks_for_its_password_and_an_open_one_for_nothing() {
+    const PASSWORD: &str = "correct horse 7f3e";
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(
+        &fake,
+        &format!("[gateway.auth]\nmode = \"password\"\npassword = \"{PASSWORD}\"\n"),
+    );
+    let _gw = home.start();
+    let (status, _) = raw_http(
+        home.port,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            home.port
+        ),
+    );
+    assert_eq!(status, 200);
+    fake.push(Reply::text("Signed in with a password."));
+
+    let browser = Chromium::launch();
+    let mut page = browser.open(390, 844);
+    page.navigate(&format!("http://127.0.0.1:{}/", home.port));
+    page.wait_for(
+        "the sign-in dialog",
+        Duration::from_secs(10),
+        "document.getElementById('login').open",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('token-label').textContent"),
+        "Gateway password",
+        "the page asks for what the gateway checks"
+    );
+    assert_eq!(
+        page.eval("document.documentElement.outerHTML.includes('correct horse')"),
+        false,
+        "the page never carries the password"
+    );
+    page.focus("#token");
+    page.insert_text("wrong horse");
+    page.click("#connect");
+    let msg = page.wait_for(
+        "the refusal",
+        Duration::from_secs(15),
+        "(() => { const e = document.getElementById('login-error'); return !e.hidden && e.textContent; })()",
+    );
+    assert!(msg.as_str().unwrap().contains("Wrong password"), "{msg}");
+    page.focus("#token");
+    page.insert_text(PASSWORD);
+    page.press_enter();
+    page.wait_for(
+        "connected",
+        Duration::from_secs(15),
+        "document.body.dataset.conn === 'connected'",
+    );
+    send(&mut page, "hello");
+    let reply = page.wait_for("the reply", Duration::from_secs(20), LAST_REPLY_DONE);
+    assert_eq!(reply, "Signed in with a password.");
+    page.screenshot(&artifact("password-390"));
+    assert_no_problems(&mut page);
+    drop(page);
+
+    // auth.mode = "none" (loopback only): no dialog, no sign-out, straight to the chat.
+    let open = home_with(&fake, "[gateway.auth]\nmode = \"none\"\n");
+    let _gw2 = open.start();
+    let mut page = browser.open(1280, 800);
+    page.navigate(&format!("http://127.0.0.1:{}/", open.port));
+    page.wait_for(
+        "connected without a secret",
+        Duration::from_secs(15),
+        "document.body.dataset.conn === 'connected'",
+    );
+    assert_eq!(page.eval("document.getElementById('login').open"), false);
+    assert_eq!(page.eval("document.getElementById('signout').hidden"), true);
+    assert_no_problems(&mut page);
+}
+
+#[test]
 fn cross_origin_websockets_are_refused_and_the_page_carries_its_policy() {
     let fake = FakeModel::start_with_key(KEY);
     let home = home_with(
