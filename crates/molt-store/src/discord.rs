@@ -6,12 +6,14 @@
 //! processes overlapping in a handover) starts one turn. A reply is queued in the
 //! transaction that marks its message answered ([`Store::discord_queue_reply`]), claimed by
 //! one boot at a time, and posted chunk by chunk with the nonce `<nonce>.<chunk>`; a claim of
-//! a dead boot goes back to the queue with the chunks already posted counted.
+//! a dead boot goes back to the queue with the chunks already posted counted. A message of
+//! `send` is queued under its idempotency key ([`Store::discord_queue_send`]): the same key
+//! finds the same row, so a retried `send` never queues twice.
 
 use rusqlite::{OptionalExtension, params};
 
 use crate::agent::{NewTurn, collect, submit_turn_tx};
-use crate::{Ctx, Result, Store, now_ms};
+use crate::{Ctx, Result, Store, StoreError, now_ms};
 
 /// An inbound message to record.
 #[derive(Debug, Clone)]
@@ -56,6 +58,27 @@ pub struct DiscordOutbound {
     /// Chunks already posted by an earlier attempt.
     pub chunks_sent: u32,
     pub attempts: u32,
+}
+
+/// What [`Store::discord_queue_send`] did with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueuedSend {
+    /// The key was new: a row was queued (its id).
+    New(i64),
+    /// The key names a row queued earlier for the same channel and text (its id).
+    Existing(i64),
+    /// The key names a row queued earlier for another channel or text; nothing was queued.
+    Conflict { channel_id: String },
+}
+
+/// Where a queued message stands, for whoever waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundStatus {
+    /// `pending`, `sending`, `sent` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    /// The ids of the chunks posted so far, in order.
+    pub message_ids: Vec<String>,
 }
 
 /// A pending pairing request.
@@ -448,6 +471,66 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Queues `content` for `channel_id` under the idempotency key `key` of a `send`, with
+    /// the chunk nonces made from `nonce`, unless a row has that key already (see
+    /// [`QueuedSend`]). One transaction: of two callers with the same key, one queues.
+    pub fn discord_queue_send(
+        &mut self,
+        key: &str,
+        channel_id: &str,
+        content: &str,
+        nonce: &str,
+    ) -> Result<QueuedSend> {
+        let tx = self.write_tx().ctx("starting discord_queue_send")?;
+        let existing: Option<(i64, String, String)> = tx
+            .query_row(
+                "SELECT id, channel_id, content FROM discord_outbound WHERE send_key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ctx("finding the message of an idempotency key")?;
+        let out = match existing {
+            Some((id, c, t)) if c == channel_id && t == content => QueuedSend::Existing(id),
+            Some((_, c, _)) => QueuedSend::Conflict { channel_id: c },
+            None => {
+                let now = now_ms();
+                tx.execute(
+                    "INSERT INTO discord_outbound
+                         (channel_id, content, nonce, send_key, state, created_at_ms,
+                          updated_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                    params![channel_id, content, nonce, key, now],
+                )
+                .ctx("queueing a message to send")?;
+                QueuedSend::New(tx.last_insert_rowid())
+            }
+        };
+        tx.commit().ctx("committing the queued message")?;
+        Ok(out)
+    }
+
+    /// Where queued message `id` stands (`None` if there is no such row).
+    pub fn discord_outbound_status(&self, id: i64) -> Result<Option<OutboundStatus>> {
+        let row: Option<(String, Option<String>, String)> = self
+            .conn
+            .query_row(
+                "SELECT state, error, message_ids FROM discord_outbound WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ctx("reading a queued message")?;
+        row.map(|(state, error, ids)| {
+            Ok(OutboundStatus {
+                state,
+                error,
+                message_ids: message_ids(id, &ids)?,
+            })
+        })
+        .transpose()
+    }
+
     /// Claims queued replies for `epoch`: pending ones, and those a dead boot was posting
     /// (`is_alive(pid, started_at_ms)` says which boots live).
     pub fn discord_claim_outbound(
@@ -505,15 +588,36 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that chunk `chunks_sent - 1` of reply `id` was posted.
-    pub fn discord_outbound_progress(&mut self, id: i64, chunks_sent: u32) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE discord_outbound SET chunks_sent = ?2, updated_at_ms = ?3 WHERE id = ?1",
-                params![id, chunks_sent, now_ms()],
+    /// Records that chunk `chunks_sent - 1` of reply `id` was posted as Discord message
+    /// `message_id`. A chunk counted already is not recorded again.
+    pub fn discord_outbound_progress(
+        &mut self,
+        id: i64,
+        chunks_sent: u32,
+        message_id: &str,
+    ) -> Result<()> {
+        let tx = self.write_tx().ctx("starting discord_outbound_progress")?;
+        let row: Option<(u32, String)> = tx
+            .query_row(
+                "SELECT chunks_sent, message_ids FROM discord_outbound WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ctx("reading a reply's progress")?;
+        if let Some((_, ids)) = row.filter(|(done, _)| *done < chunks_sent) {
+            let mut ids = message_ids(id, &ids)?;
+            ids.push(message_id.to_owned());
+            let text = serde_json::to_string(&ids)
+                .map_err(|e| StoreError::Corrupt(format!("message ids of reply {id}: {e}")))?;
+            tx.execute(
+                "UPDATE discord_outbound SET chunks_sent = ?2, message_ids = ?3,
+                     updated_at_ms = ?4 WHERE id = ?1",
+                params![id, chunks_sent, text, now_ms()],
             )
             .ctx("recording a posted chunk")?;
-        Ok(())
+        }
+        tx.commit().ctx("committing a posted chunk")
     }
 
     /// Ends reply `id`: `sent`, `failed` (with `error`), or back to `pending` for a later
@@ -554,6 +658,15 @@ impl Store {
             )
             .ctx("counting discord state")
     }
+}
+
+/// The `message_ids` column of reply `id`: a JSON array of strings.
+fn message_ids(id: i64, text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "discord_outbound row {id}: message_ids is not a JSON array of strings: {e}"
+        ))
+    })
 }
 
 fn note_seq(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<()> {

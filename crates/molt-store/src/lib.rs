@@ -36,7 +36,7 @@ pub use cron::{
 pub use devices::{DeviceRecord, DeviceRequest, Pairing};
 pub use discord::{
     DiscordInbound, DiscordOutbound, DiscordPairingRequest, DiscordSession, DueReply,
-    PairingOutcome,
+    OutboundStatus, PairingOutcome, QueuedSend,
 };
 pub use import::{
     ImportBatch, ImportResult, ImportedCronJob, ImportedSession, JobOutcome, SessionOutcome,

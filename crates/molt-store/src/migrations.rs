@@ -277,6 +277,14 @@ const MIGRATIONS: &[&str] = &[
         owner_epoch INTEGER,
         updated_at_ms INTEGER NOT NULL
      );",
+    // 8: `send` goes through the Discord outbound queue. Its idempotency key names one row,
+    // so a retried `send` finds the row instead of queueing the message again; the ids of
+    // the messages posted are recorded chunk by chunk (a JSON array), so whoever waits for
+    // the row, or asks again with the key, gets them.
+    "ALTER TABLE discord_outbound ADD COLUMN send_key TEXT;
+     ALTER TABLE discord_outbound ADD COLUMN message_ids TEXT NOT NULL DEFAULT '[]';
+     CREATE UNIQUE INDEX discord_outbound_by_send_key ON discord_outbound(send_key)
+        WHERE send_key IS NOT NULL;",
 ];
 
 /// The newest schema version this build knows.

@@ -725,7 +725,7 @@ fn discord_replies_are_claimed_once_and_a_dead_claim_is_taken_over() {
             .unwrap()
             .is_empty()
     );
-    store.discord_outbound_progress(id, 1).unwrap();
+    store.discord_outbound_progress(id, 1, "m1").unwrap();
     // Its boot died: the next one resumes after the chunk already posted.
     let again = store
         .discord_claim_outbound(b.epoch, 10, |_, _| false)
@@ -738,6 +738,74 @@ fn discord_replies_are_claimed_once_and_a_dead_claim_is_taken_over() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn a_discord_send_is_queued_once_per_idempotency_key_and_keeps_its_message_ids() {
+    let (_dir, mut store) = temp_store();
+    let a = store.begin_boot(std::process::id(), "0", "b").unwrap();
+    let QueuedSend::New(id) = store.discord_queue_send("k1", "c1", "hello", "s1").unwrap() else {
+        panic!("a new key queues a row")
+    };
+    // The same key finds the same row; with another channel or text it is refused.
+    assert_eq!(
+        store.discord_queue_send("k1", "c1", "hello", "s1").unwrap(),
+        QueuedSend::Existing(id)
+    );
+    assert_eq!(
+        store.discord_queue_send("k1", "c2", "hello", "s1").unwrap(),
+        QueuedSend::Conflict {
+            channel_id: "c1".into()
+        }
+    );
+    assert!(matches!(
+        store.discord_queue_send("k2", "c1", "hello", "s2").unwrap(),
+        QueuedSend::New(other) if other != id
+    ));
+    // The unique index holds even for a writer that skips the lookup.
+    assert!(
+        store
+            .conn
+            .execute(
+                "INSERT INTO discord_outbound
+                     (channel_id, content, nonce, send_key, state, created_at_ms, updated_at_ms)
+                 VALUES ('c1', 'hello', 's1', 'k1', 'pending', 0, 0)",
+                [],
+            )
+            .is_err()
+    );
+
+    let got = store
+        .discord_claim_outbound(a.epoch, 10, |_, _| true)
+        .unwrap();
+    assert_eq!(got.len(), 2, "one row per key");
+    assert_eq!((got[0].id, got[0].nonce.as_str()), (id, "s1"));
+    let status = store.discord_outbound_status(id).unwrap().unwrap();
+    assert_eq!(status.state, "sending");
+    assert!(status.message_ids.is_empty());
+    // Each chunk's id is recorded once, in order, even if its progress is recorded twice.
+    store.discord_outbound_progress(id, 1, "m1").unwrap();
+    store.discord_outbound_progress(id, 1, "m1").unwrap();
+    store.discord_outbound_progress(id, 2, "m2").unwrap();
+    store.discord_outbound_end(id, "sent", None).unwrap();
+    let status = store.discord_outbound_status(id).unwrap().unwrap();
+    assert_eq!(
+        (status.state.as_str(), status.message_ids),
+        ("sent", vec!["m1".to_owned(), "m2".to_owned()])
+    );
+    // Once sent, the key still finds the row: nothing is queued or claimed again.
+    assert_eq!(
+        store.discord_queue_send("k1", "c1", "hello", "s1").unwrap(),
+        QueuedSend::Existing(id)
+    );
+    assert!(
+        store
+            .discord_claim_outbound(a.epoch + 1, 10, |_, _| false)
+            .unwrap()
+            .iter()
+            .all(|o| o.id != id)
+    );
+    assert!(store.discord_outbound_status(id + 100).unwrap().is_none());
 }
 
 #[test]

@@ -1,16 +1,20 @@
 //! The Discord channel against the real binary, the fake model and the fake Discord on
 //! loopback: replies (chunked, typing, rate limits), pairing, exactly-once through handovers
-//! and `kill -9`, a bad token, a stop in budget, and the token's secrecy.
+//! and `kill -9`, `send` (once per idempotency key, and through `kill -9`), a bad token, a
+//! stop in budget, and the token's secrecy.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
+use molt_client::{Client, ClientError};
 use molt_fake_discord::{FakeDiscord, Inbound, Options, Posted};
 use molt_fake_model::{FakeModel, Reply};
+use molt_protocol::methods::channels::{Send, SendParams, SendResult};
 use serde_json::Value;
 
 const KEY: &str = "sk-molt-test-discord-5c2a";
@@ -163,6 +167,32 @@ impl World {
                 (p.len() >= n).then_some(p)
             },
         )
+    }
+
+    /// `send` over the protocol, as a client other than the CLI calls it.
+    fn send(&self, to: &str, text: &str, key: &str) -> Result<SendResult, ClientError> {
+        let params = SendParams {
+            to: to.into(),
+            message: Some(text.into()),
+            channel: Some("discord".into()),
+            account_id: None,
+            idempotency_key: key.into(),
+        };
+        self._rt.block_on(async {
+            let mut c = Client::connect(self.home.client_options()).await?;
+            let r = c.request::<Send>(&params).await;
+            c.close().await;
+            r
+        })
+    }
+
+    /// Messages posted with `nonce`.
+    fn posted_with_nonce(&self, nonce: &str) -> usize {
+        self.discord
+            .posted()
+            .iter()
+            .filter(|p| p.nonce.as_deref() == Some(nonce))
+            .count()
     }
 
     fn posted_count(&self, channel: &str) -> usize {
@@ -643,4 +673,139 @@ fn per_peer_dms_get_their_own_session_and_an_allowlist_ignores_everyone_else() {
         "{keys:?}"
     );
     assert!(!keys.contains("agent:main:main"), "{keys:?}");
+}
+
+#[test]
+fn message_send_posts_once_and_a_send_with_the_same_key_posts_nothing_new() {
+    const GUILD: &str = "200000000000000002";
+    const CHANNEL: &str = "210000000000000002";
+    let w = world("", true);
+    w.discord.add_guild_channel(GUILD, CHANNEL);
+    let _g = w.start();
+    w.wait_connected();
+    // 2,500 characters in lines: two messages.
+    let text: String = (0..50)
+        .map(|i| format!("note {i:02} {}\n", "y".repeat(41)))
+        .collect();
+    let key = "operator-send-1";
+    let t0 = Instant::now();
+    let out = w.home.cli_ok(&[
+        "message",
+        "send",
+        "--to",
+        CHANNEL,
+        "--idempotency-key",
+        key,
+        &text,
+    ]);
+    let posted = w.posted_in(CHANNEL, 2, Duration::from_secs(10));
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    let ids: Vec<String> = posted.iter().map(|p| p.id.clone()).collect();
+    assert!(
+        out.contains(&format!("messages {}, {}", ids[0], ids[1])),
+        "the CLI prints the ids: {out}"
+    );
+    let joined: String = posted.iter().map(|p| p.content.as_str()).collect();
+    assert_eq!(joined, text);
+    let nonces: Vec<String> = posted.iter().map(|p| p.nonce.clone().unwrap()).collect();
+    assert!(
+        nonces[0].ends_with(".0") && nonces[1].ends_with(".1"),
+        "{nonces:?}"
+    );
+    eprintln!("send of two chunks took {:?}", t0.elapsed());
+
+    // The same key over the protocol: the same ids, nothing posted.
+    let again = w.send(CHANNEL, &text, key).expect("send with the same key");
+    assert_eq!(again.message_ids, ids);
+    assert_eq!(again.message_id, ids[0]);
+    assert_eq!(again.channel_id, CHANNEL);
+    assert_eq!(w.posted_count(CHANNEL), 2, "nothing new was posted");
+    assert_eq!(w.discord.post_attempts(), 2, "and nothing was even tried");
+    let s = w.status();
+    assert_eq!(s["pendingReplies"], 0, "{s}");
+}
+
+#[test]
+fn a_send_cut_by_kill_9_is_posted_once_after_the_restart_and_a_retry_gets_its_ids() {
+    const GUILD: &str = "200000000000000003";
+    const CHANNEL: &str = "210000000000000003";
+    let w = world("", true);
+    w.discord.add_guild_channel(GUILD, CHANNEL);
+    let mut g = w.start();
+    w.wait_connected();
+    // The first post gets a 429 with an 8 s retry_after: the gateway holds the post while
+    // it waits, and is killed meanwhile.
+    w.discord.fail_next_posts_with_429(1, 8000);
+    let key = "durable-send-1";
+    let text = "posted exactly once";
+    let mut cli = w
+        .home
+        .cmd()
+        .args([
+            "message",
+            "send",
+            "--to",
+            CHANNEL,
+            "--idempotency-key",
+            key,
+            text,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn molt message send");
+    wait_for(
+        "the gateway tries the post",
+        Duration::from_secs(20),
+        || (w.discord.post_attempts() >= 1).then_some(()),
+    );
+    g.signal(libc::SIGKILL);
+    g.wait_exit(Duration::from_secs(10));
+    let t_kill = Instant::now();
+    assert_eq!(w.posted_count(CHANNEL), 0, "nothing posted before the kill");
+    let nonce = w.discord.post_requests()[0]["nonce"]
+        .as_str()
+        .expect("the post has a nonce")
+        .to_owned();
+
+    // The CLI lost its gateway: it fails and names the key to retry with.
+    let ended = poll(Duration::from_secs(60), Duration::from_millis(25), || {
+        cli.try_wait().expect("poll the CLI")
+    });
+    if ended.is_none() {
+        let _ = cli.kill();
+        panic!("the CLI did not end within 60 s of the kill");
+    }
+    let out = cli.wait_with_output().expect("the CLI's output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(&format!("--idempotency-key {key}")), "{said}");
+
+    let _g2 = w.start();
+    w.wait_connected();
+    // The key names the queued message: another text under it is refused, not queued.
+    let err = w
+        .send(CHANNEL, "something else", key)
+        .expect_err("a key names one message");
+    assert!(err.to_string().contains("already used"), "{err}");
+    // A retry with the same key finds the queued message and waits for its post.
+    let r = w.send(CHANNEL, text, key).expect("the retry gets the ids");
+    eprintln!("posted {:?} after the kill", t_kill.elapsed());
+    let posted = w.posted_in(CHANNEL, 1, Duration::from_secs(10));
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(r.message_ids, vec![posted[0].id.clone()]);
+    assert_eq!(posted[0].content, text);
+    assert_eq!(posted[0].nonce.as_deref(), Some(nonce.as_str()));
+    assert_eq!(w.posted_with_nonce(&nonce), 1, "posted exactly once");
+    // Once more: the same ids, nothing new.
+    let again = w.send(CHANNEL, text, key).expect("send with the same key");
+    assert_eq!(again.message_ids, r.message_ids);
+    assert_eq!(w.posted_with_nonce(&nonce), 1);
+    assert_eq!(w.posted_count(CHANNEL), 1);
+    let s = w.status();
+    assert_eq!(s["pendingReplies"], 0, "{s}");
 }

@@ -7,6 +7,7 @@
 //!   close_admission ─> stop after the dispatch in hand ─> close 4000 (never 1000/1001)
 //!     ─> save session (id, seq, resume url) and give up ownership
 //! delivery task: turns ended ─> queue reply (one commit) ─> claim ─> post chunks (nonce)
+//! send: queue under its idempotency key ─> wake delivery ─> wait (≤ 25 s) for sent|failed
 //! ```
 //!
 //! Handover: the successor starts its subsystems as soon as it is told to go, while the
@@ -27,13 +28,14 @@ use molt_discord::{ChannelInfo, Endpoint, Event, Gateway, INTENTS, MESSAGE_LIMIT
 use molt_host::process;
 use molt_protocol::methods::channels::{ChannelAccountStatus, DEFAULT_ACCOUNT};
 use molt_store::{
-    DiscordInbound, DiscordOutbound, DueReply, NewTurn, PairingOutcome, QueueMode, StoreError,
+    DiscordInbound, DiscordOutbound, DueReply, NewTurn, PairingOutcome, QueueMode, QueuedSend,
+    StoreError,
 };
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use crate::agent::Agent;
-use crate::app::{App, now_ms};
+use crate::app::{App, Lifecycle, now_ms};
 use crate::store_handle::StoreHandle;
 
 /// How long a pairing code stays valid.
@@ -55,6 +57,28 @@ const TYPING_EVERY: Duration = Duration::from_secs(8);
 const TYPING_MAX: u32 = 40;
 /// Attempts at one reply before it is marked failed.
 const MAX_POST_ATTEMPTS: u32 = 5;
+/// The longest `send` waits for its message to be posted: under the clients' 30 s request
+/// timeout, so the caller gets an answer (the ids, or "queued") rather than a timeout.
+pub const SEND_WAIT: Duration = Duration::from_secs(25);
+/// How often a waiting `send` reads its row: another process (a handover successor) may be
+/// the one that posts it. A post ending in this process wakes it at once.
+const SEND_POLL: Duration = Duration::from_millis(100);
+
+/// Why `send` returns no message ids.
+#[derive(Debug)]
+pub enum SendError {
+    /// The channel is not running in this process (why); nothing was queued.
+    NotRunning(String),
+    /// The idempotency key was used for a message to another channel or with other text.
+    KeyReused {
+        channel_id: String,
+    },
+    /// Discord refused the message for good, or it failed too often; it will not be posted.
+    Failed(String),
+    /// The message is queued and will be posted, but not within the wait (why it ended).
+    Queued(&'static str),
+    Store(StoreError),
+}
 
 /// What `channels.status` shows, kept as the tasks go.
 #[derive(Debug, Default, Clone)]
@@ -88,6 +112,8 @@ pub struct Discord {
     aborted: watch::Sender<bool>,
     /// Replies being posted by this process.
     posting: watch::Sender<usize>,
+    /// Bumped each time this process ends a post (sent, failed or given back): wakes `send`.
+    ended: watch::Sender<u64>,
     /// The connection task holds the session and has not saved and released it yet.
     holding: watch::Sender<bool>,
     deliver: Notify,
@@ -125,6 +151,7 @@ impl Discord {
             admitting: watch::Sender::new(true),
             aborted: watch::Sender::new(false),
             posting: watch::Sender::new(0),
+            ended: watch::Sender::new(0),
             holding: watch::Sender::new(false),
             deliver: Notify::new(),
             rest: OnceLock::new(),
@@ -861,11 +888,11 @@ impl Discord {
                 }
             };
             match posted {
-                Ok(_) => {
+                Ok(p) => {
                     let (id, n) = (o.id, i as u32 + 1);
                     let _ = self
                         .store
-                        .call(move |s| s.discord_outbound_progress(id, n))
+                        .call(move |s| s.discord_outbound_progress(id, n, &p.id))
                         .await
                         .inspect_err(
                             |e| tracing::warn!(error = %e, "discord: cannot record a posted chunk"),
@@ -896,6 +923,7 @@ impl Discord {
             .call(move |s| s.discord_outbound_end(id, end.0, end.1.as_deref()))
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "discord: cannot record a reply's end"));
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
         if end.0 == "pending" && !*self.aborted.borrow() {
             // Try again at the next round, not in a tight loop.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -926,29 +954,84 @@ impl Discord {
         Ok(())
     }
 
-    /// Posts `text` to `channel_id` now (the `send` method), chunked, with nonces made
-    /// from `key`. Returns the ids of the messages posted.
+    /// Queues `text` for `channel_id` under the idempotency key `key` (the `send` method),
+    /// wakes the delivery loop, and waits up to [`SEND_WAIT`] until it is posted. Returns
+    /// the ids of the messages posted (one per chunk). The same key finds the same row, so
+    /// a retry never queues twice; the chunk nonces come from the row, so a post cut short
+    /// (a handover, a stop, `kill -9`) is finished by whichever process claims the row next
+    /// without a duplicate on Discord.
     pub async fn send(
         &self,
         channel_id: &str,
         text: &str,
         key: &str,
-    ) -> Result<Vec<String>, String> {
-        let rest = self.rest.get().ok_or_else(|| self.not_running_reason())?;
-        let base = short_hash(key);
-        let mut ids = Vec::new();
-        for (i, chunk) in molt_discord::chunk_text(text, MESSAGE_LIMIT)
-            .iter()
-            .enumerate()
-        {
-            let p = rest
-                .create_message(channel_id, chunk, Some(&format!("{base}.{i}")))
-                .await
-                .map_err(|e| e.to_string())?;
-            ids.push(p.id);
+    ) -> Result<Vec<String>, SendError> {
+        // Only a running channel queues: a row for a channel that may never run would wait
+        // forever.
+        if self.rest.get().is_none() {
+            return Err(SendError::NotRunning(self.not_running_reason()));
         }
-        self.live().last_outbound_at = Some(now_ms());
-        Ok(ids)
+        let (k, c, t, nonce) = (
+            key.to_owned(),
+            channel_id.to_owned(),
+            text.to_owned(),
+            short_hash(key),
+        );
+        let queued = self
+            .store
+            .call(move |s| s.discord_queue_send(&k, &c, &t, &nonce))
+            .await
+            .map_err(SendError::Store)?;
+        let id = match queued {
+            QueuedSend::New(id) | QueuedSend::Existing(id) => id,
+            QueuedSend::Conflict { channel_id } => {
+                return Err(SendError::KeyReused { channel_id });
+            }
+        };
+        self.deliver.notify_one();
+        self.wait_posted(id).await
+    }
+
+    /// Waits until queued message `id` is sent or failed, at most [`SEND_WAIT`], and not past
+    /// this process serving: a stop or handover closes the caller's connection anyway, and
+    /// the row stays queued for whoever posts next.
+    async fn wait_posted(&self, id: i64) -> Result<Vec<String>, SendError> {
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        let mut ended = self.ended.subscribe();
+        let mut lifecycle = self.app.lifecycle.subscribe();
+        loop {
+            let status = self
+                .store
+                .call(move |s| s.discord_outbound_status(id))
+                .await
+                .map_err(SendError::Store)?
+                .ok_or_else(|| {
+                    SendError::Store(StoreError::Corrupt(format!(
+                        "queued Discord message {id} is gone from discord_outbound"
+                    )))
+                })?;
+            match status.state.as_str() {
+                "sent" => return Ok(status.message_ids),
+                "failed" => {
+                    return Err(SendError::Failed(
+                        status
+                            .error
+                            .unwrap_or_else(|| "no reason was recorded".into()),
+                    ));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SendError::Queued("it was not posted within the wait"));
+            }
+            tokio::select! {
+                _ = ended.changed() => {}
+                _ = tokio::time::sleep(SEND_POLL) => {}
+                _ = lifecycle.wait_for(|l| *l != Lifecycle::Serving) => {
+                    return Err(SendError::Queued("the gateway is restarting or stopping"));
+                }
+            }
+        }
     }
 
     pub fn start(self: Arc<Self>) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use molt_protocol::frame::ErrorShape;
+use molt_protocol::frame::{ErrorShape, code};
 use molt_protocol::methods::channels::{
     ChannelsPairingApprove, ChannelsPairingApproveParams, ChannelsPairingApproveResult,
     ChannelsPairingList, ChannelsPairingListParams, ChannelsPairingListResult, ChannelsStatus,
@@ -12,7 +12,7 @@ use molt_protocol::methods::channels::{
 use serde_json::json;
 
 use crate::app::now_ms;
-use crate::channels::discord::{PAIRING_MAX_PENDING, PAIRING_TTL_MS};
+use crate::channels::discord::{PAIRING_MAX_PENDING, PAIRING_TTL_MS, SEND_WAIT, SendError};
 use crate::channels::{Channels, Discord};
 use crate::router::{Caller, Router};
 use crate::store_handle::to_error_shape;
@@ -154,6 +154,8 @@ async fn pairing_approve(
     })
 }
 
+/// Queues the message durably under its idempotency key and waits (bounded) until it is
+/// posted; see [`Discord::send`].
 async fn send(c: Arc<Channels>, _: Caller, p: SendParams) -> Result<SendResult, ErrorShape> {
     let d = discord(&c, p.channel.as_deref())?;
     let text = p
@@ -161,6 +163,13 @@ async fn send(c: Arc<Channels>, _: Caller, p: SendParams) -> Result<SendResult, 
         .as_deref()
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| ErrorShape::invalid("send needs a non-empty `message`"))?;
+    // The key names the queued message: an empty one would make every such send one message.
+    let key = p.idempotency_key.as_str();
+    if key.trim().is_empty() {
+        return Err(ErrorShape::invalid(
+            "send needs a non-empty `idempotencyKey` (a new one for each new message)",
+        ));
+    }
     let target = p.to.trim();
     let channel_id = match target.strip_prefix("user:") {
         Some(user) => d.dm_channel(user).await.map_err(ErrorShape::invalid)?,
@@ -172,15 +181,51 @@ async fn send(c: Arc<Channels>, _: Caller, p: SendParams) -> Result<SendResult, 
         )));
     }
     let ids = d
-        .send(&channel_id, text, &p.idempotency_key)
+        .send(&channel_id, text, key)
         .await
-        .map_err(|e| ErrorShape::unavailable(e, 1000))?;
+        .map_err(|e| send_error(e, key))?;
     Ok(SendResult {
         channel: "discord".into(),
         channel_id,
         message_id: ids.first().cloned().unwrap_or_default(),
         message_ids: ids,
     })
+}
+
+/// The protocol error for a `send` that returned no ids, with what the caller can do.
+fn send_error(e: SendError, key: &str) -> ErrorShape {
+    match e {
+        SendError::NotRunning(why) => ErrorShape::unavailable(why, 1000),
+        SendError::KeyReused { channel_id } => ErrorShape::invalid(format!(
+            "idempotency key {key:?} was already used for another message (to channel \
+             {channel_id}); use a new key for a new message"
+        ))
+        .with_details(json!({"code": "IDEMPOTENCY_KEY_REUSED"})),
+        SendError::Failed(why) => ErrorShape {
+            // Final: the same key returns this again; a new key sends the message anew.
+            retryable: Some(false),
+            ..ErrorShape::new(
+                code::UNAVAILABLE,
+                format!(
+                    "Discord did not take the message, and it will not be posted: {why}. Fix \
+                     the cause (the bot's access to the channel, the text) and send it again \
+                     with a new idempotency key"
+                ),
+            )
+        }
+        .with_details(json!({"code": "SEND_FAILED"})),
+        SendError::Queued(why) => ErrorShape::unavailable(
+            format!(
+                "the message is queued and will be posted, but not yet: {why} (waited at most \
+                 {}s). Retrying send with the same idempotency key {key:?} is safe: it posts \
+                 nothing twice and returns the message ids once posted",
+                SEND_WAIT.as_secs()
+            ),
+            2000,
+        )
+        .with_details(json!({"code": "SEND_QUEUED", "idempotencyKey": key})),
+        SendError::Store(e) => to_error_shape(e),
+    }
 }
 
 #[cfg(test)]

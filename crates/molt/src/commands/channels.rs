@@ -2,8 +2,10 @@
 //! channels (Discord) over the protocol.
 
 use clap::{Args, Subcommand};
+use molt_client::ClientError;
 use molt_client::profile::{Access, with_client};
 use molt_config::Context;
+use molt_protocol::frame::code;
 use molt_protocol::methods::channels::{
     ChannelAccountStatus, ChannelsPairingApprove, ChannelsPairingApproveParams,
     ChannelsPairingList, ChannelsPairingListParams, ChannelsStatus, ChannelsStatusParams,
@@ -56,6 +58,10 @@ pub struct SendArgs {
     pub to: String,
     /// The text to post (long text is posted in several messages).
     pub text: String,
+    /// Names this message: sending again with the same key posts nothing twice and prints
+    /// the same message ids (default: a new key for each run).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -166,25 +172,52 @@ pub fn exec_pairing(ctx: &Context, access: &Access, cmd: &PairingCommand) -> Res
 
 pub fn exec_message(ctx: &Context, access: &Access, cmd: &MessageCommand) -> Result<(), Failure> {
     let MessageCommand::Send(a) = cmd;
+    let key = a.idempotency_key.clone().unwrap_or_else(idempotency_key);
     let p = SendParams {
         to: a.to.clone(),
         message: Some(a.text.clone()),
         channel: Some(a.channel.clone()),
         account_id: None,
-        idempotency_key: idempotency_key(),
+        idempotency_key: key.clone(),
     };
     let r = with_client(ctx, access, async |c| {
-        Ok::<_, Failure>(c.request::<Send>(&p).await?)
+        c.request::<Send>(&p)
+            .await
+            .map_err(|e| send_failure(e, &key))
     })?;
     if a.json {
         print_json(&r);
     } else {
+        let ids = if r.message_ids.is_empty() {
+            r.message_id.clone()
+        } else {
+            r.message_ids.join(", ")
+        };
+        let plural = if r.message_ids.len() > 1 { "s" } else { "" };
         println!(
-            "sent to {} channel {}: message {}",
-            r.channel, r.channel_id, r.message_id
+            "sent to {} channel {}: message{plural} {ids}",
+            r.channel, r.channel_id
         );
     }
     Ok(())
+}
+
+/// The failure of a `send`, with the key to retry with when the message may be queued (the
+/// gateway keeps it and posts it; the same key never posts it twice).
+fn send_failure(e: ClientError, key: &str) -> Failure {
+    let final_answer = match &e {
+        ClientError::Connect { .. } | ClientError::Handshake(_) => true,
+        ClientError::Rpc(s) => s.code == code::INVALID_REQUEST || s.retryable == Some(false),
+        _ => false,
+    };
+    let mut f = Failure::from(e);
+    if !final_answer {
+        f.message.push_str(&format!(
+            "\nThe message may be queued; to retry without posting it twice, run the same \
+             command with --idempotency-key {key}"
+        ));
+    }
+    f
 }
 
 fn idempotency_key() -> String {
