@@ -59,6 +59,22 @@ fn message_id(ev: &Event) -> Option<String> {
     }
 }
 
+/// Reads events until RESUMED (at most 6): the ids of the messages seen on the way, and
+/// whether RESUMED came.
+async fn until_resumed(gw: &mut Gateway) -> (Vec<String>, bool) {
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let ev = next(gw).await;
+        if let Some(id) = message_id(&ev) {
+            seen.push(id);
+        }
+        if ev == Event::Resumed {
+            return (seen, true);
+        }
+    }
+    (seen, false)
+}
+
 #[tokio::test]
 async fn a_dropped_connection_resumes_and_replays_what_was_missed() {
     let f = fake().await;
@@ -70,18 +86,7 @@ async fn a_dropped_connection_resumes_and_replays_what_was_missed() {
 
     f.disconnect_all();
     let missed = dm(&f, "two");
-    let mut seen = Vec::new();
-    let mut resumed = false;
-    for _ in 0..6 {
-        let ev = next(&mut gw).await;
-        if let Some(id) = message_id(&ev) {
-            seen.push(id);
-        }
-        if ev == Event::Resumed {
-            resumed = true;
-            break;
-        }
-    }
+    let (seen, resumed) = until_resumed(&mut gw).await;
     assert!(resumed);
     assert_eq!(seen, vec![missed], "the missed message, once");
     assert_eq!((f.identify_count(), f.resume_count()), (1, 1));
@@ -206,18 +211,7 @@ async fn a_zombie_connection_is_dropped_and_resumed_without_losing_a_message() {
     // Sent while the client is between sockets: the RESUME must replay it, once.
     f.set_heartbeat_acks(true);
     let missed = dm(&f, "during");
-    let mut seen = Vec::new();
-    let mut resumed = false;
-    for _ in 0..6 {
-        let ev = next(&mut gw).await;
-        if let Some(id) = message_id(&ev) {
-            seen.push(id);
-        }
-        if ev == Event::Resumed {
-            resumed = true;
-            break;
-        }
-    }
+    let (seen, resumed) = until_resumed(&mut gw).await;
     assert!(resumed, "the session was resumed");
     // Either replayed on RESUME or dispatched live right after it; exactly once in all.
     if seen.is_empty() {

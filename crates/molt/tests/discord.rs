@@ -675,14 +675,19 @@ fn per_peer_dms_get_their_own_session_and_an_allowlist_ignores_everyone_else() {
     assert!(!keys.contains("agent:main:main"), "{keys:?}");
 }
 
+/// A world with one guild channel, its gateway started and connected to the fake.
+fn connected_with_channel(guild: &str, channel: &str) -> (World, Gateway) {
+    let w = world("", true);
+    w.discord.add_guild_channel(guild, channel);
+    let g = w.start();
+    w.wait_connected();
+    (w, g)
+}
+
 #[test]
 fn message_send_posts_once_and_a_send_with_the_same_key_posts_nothing_new() {
-    const GUILD: &str = "200000000000000002";
     const CHANNEL: &str = "210000000000000002";
-    let w = world("", true);
-    w.discord.add_guild_channel(GUILD, CHANNEL);
-    let _g = w.start();
-    w.wait_connected();
+    let (w, _g) = connected_with_channel("200000000000000002", CHANNEL);
     // 2,500 characters in lines: two messages.
     let text: String = (0..50)
         .map(|i| format!("note {i:02} {}\n", "y".repeat(41)))
@@ -727,12 +732,8 @@ fn message_send_posts_once_and_a_send_with_the_same_key_posts_nothing_new() {
 
 #[test]
 fn a_send_cut_by_kill_9_is_posted_once_after_the_restart_and_a_retry_gets_its_ids() {
-    const GUILD: &str = "200000000000000003";
     const CHANNEL: &str = "210000000000000003";
-    let w = world("", true);
-    w.discord.add_guild_channel(GUILD, CHANNEL);
-    let mut g = w.start();
-    w.wait_connected();
+    let (w, mut g) = connected_with_channel("200000000000000003", CHANNEL);
     // The first post gets a 429 with an 8 s retry_after: the gateway holds the post while
     // it waits, and is killed meanwhile.
     w.discord.fail_next_posts_with_429(1, 8000);

@@ -76,22 +76,50 @@ fn upgrade_request(port: u16, origin: Option<&str>) -> String {
     )
 }
 
-/// Opens the page, signs in with `token` by typing it, and waits for "connected".
-fn sign_in(page: &mut Page, port: u16, token: &str) {
+/// Opens the page and waits for its sign-in dialog.
+fn open_sign_in(page: &mut Page, port: u16) {
     page.navigate(&format!("http://127.0.0.1:{port}/"));
     page.wait_for(
         "the sign-in dialog",
         Duration::from_secs(10),
         "document.getElementById('login').open",
     );
+}
+
+/// Types `secret` into the open sign-in dialog and sends it with Enter.
+fn type_secret(page: &mut Page, secret: &str) {
     page.focus("#token");
-    page.insert_text(token);
+    page.insert_text(secret);
     page.press_enter();
+}
+
+/// Types a `secret` the gateway refuses and presses Connect; returns the message the
+/// dialog shows.
+fn refused(page: &mut Page, secret: &str) -> String {
+    page.focus("#token");
+    page.insert_text(secret);
+    page.click("#connect");
+    let msg = page.wait_for(
+        "the refusal",
+        Duration::from_secs(15),
+        "(() => { const e = document.getElementById('login-error'); return !e.hidden && e.textContent; })()",
+    );
+    msg.as_str().unwrap_or_default().to_owned()
+}
+
+fn wait_connected(page: &mut Page) {
     page.wait_for(
         "the page to connect",
         Duration::from_secs(15),
         "document.body.dataset.conn === 'connected'",
     );
+}
+
+/// Opens the page, signs in with `token` by typing it, and waits for "connected".
+fn sign_in(page: &mut Page, port: u16, token: &str) {
+    open_sign_in(page, port);
+    type_secret(page, token);
+    wait_connected(page);
 }
 
 /// Types `text` into the composer and sends it with Enter.
@@ -238,21 +266,8 @@ fn a_wrong_token_is_refused_with_a_clear_message() {
     let token = home.token();
     let browser = Chromium::launch();
     let mut page = browser.open(390, 844);
-    page.navigate(&format!("http://127.0.0.1:{}/", home.port));
-    page.wait_for(
-        "the sign-in dialog",
-        Duration::from_secs(10),
-        "document.getElementById('login').open",
-    );
-    page.focus("#token");
-    page.insert_text("not-the-token");
-    page.click("#connect");
-    let msg = page.wait_for(
-        "the refusal",
-        Duration::from_secs(15),
-        "(() => { const e = document.getElementById('login-error'); return !e.hidden && e.textContent; })()",
-    );
-    let msg = msg.as_str().unwrap();
+    open_sign_in(&mut page, home.port);
+    let msg = refused(&mut page, "not-the-token");
     assert!(msg.contains("Wrong token"), "{msg}");
     assert_eq!(page.eval("document.getElementById('login').open"), true);
     assert_eq!(
@@ -263,14 +278,8 @@ fn a_wrong_token_is_refused_with_a_clear_message() {
     assert_eq!(page.eval("document.body.dataset.conn"), "signed-out");
     page.screenshot(&artifact("wrong-token-390"));
     // The right one then works.
-    page.focus("#token");
-    page.insert_text(&token);
-    page.press_enter();
-    page.wait_for(
-        "connected",
-        Duration::from_secs(15),
-        "document.body.dataset.conn === 'connected'",
-    );
+    type_secret(&mut page, &token);
+    wait_connected(&mut page);
     assert_no_problems(&mut page);
 }
 
@@ -283,24 +292,11 @@ fn a_password_gateway_asks_for_its_password_and_an_open_one_for_nothing() {
         &format!("[gateway.auth]\nmode = \"password\"\npassword = \"{PASSWORD}\"\n"),
     );
     let _gw = home.start();
-    let (status, _) = raw_http(
-        home.port,
-        &format!(
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            home.port
-        ),
-    );
-    assert_eq!(status, 200);
     fake.push(Reply::text("Signed in with a password."));
 
     let browser = Chromium::launch();
     let mut page = browser.open(390, 844);
-    page.navigate(&format!("http://127.0.0.1:{}/", home.port));
-    page.wait_for(
-        "the sign-in dialog",
-        Duration::from_secs(10),
-        "document.getElementById('login').open",
-    );
+    open_sign_in(&mut page, home.port);
     assert_eq!(
         page.eval("document.getElementById('token-label').textContent"),
         "Gateway password",
@@ -311,23 +307,10 @@ fn a_password_gateway_asks_for_its_password_and_an_open_one_for_nothing() {
         false,
         "the page never carries the password"
     );
-    page.focus("#token");
-    page.insert_text("wrong horse");
-    page.click("#connect");
-    let msg = page.wait_for(
-        "the refusal",
-        Duration::from_secs(15),
-        "(() => { const e = document.getElementById('login-error'); return !e.hidden && e.textContent; })()",
-    );
-    assert!(msg.as_str().unwrap().contains("Wrong password"), "{msg}");
-    page.focus("#token");
-    page.insert_text(PASSWORD);
-    page.press_enter();
-    page.wait_for(
-        "connected",
-        Duration::from_secs(15),
-        "document.body.dataset.conn === 'connected'",
-    );
+    let msg = refused(&mut page, "wrong horse");
+    assert!(msg.contains("Wrong password"), "{msg}");
+    type_secret(&mut page, PASSWORD);
+    wait_connected(&mut page);
     send(&mut page, "hello");
     let reply = page.wait_for("the reply", Duration::from_secs(20), LAST_REPLY_DONE);
     assert_eq!(reply, "Signed in with a password.");
@@ -416,14 +399,8 @@ fn the_page_follows_its_config_off_and_under_a_base_path() {
     let browser = Chromium::launch();
     let mut page = browser.open(1280, 800);
     page.navigate(&format!("http://127.0.0.1:{}/molt/chat", moved.port));
-    page.focus("#token");
-    page.insert_text(&moved.token());
-    page.press_enter();
-    page.wait_for(
-        "connected under /molt/",
-        Duration::from_secs(15),
-        "document.body.dataset.conn === 'connected'",
-    );
+    type_secret(&mut page, &moved.token());
+    wait_connected(&mut page);
     assert_no_problems(&mut page);
 
     let bad = home_with(&fake, "[gateway.control_ui]\nbase_path = \"molt\"\n");
