@@ -1,6 +1,6 @@
 // molt web chat: a client of the gateway's own WebSocket protocol (OpenClaw v4).
 // Plain JavaScript, no dependencies and no build step. Text is only ever set with
-// textContent, never parsed as HTML.
+// textContent or built into elements (replies' Markdown), never parsed as HTML.
 'use strict';
 
 (() => {
@@ -383,6 +383,86 @@
     return content.filter((b) => b && b.type === 'text').map((b) => b.text).join('');
   }
 
+  // ---- replies: a small, safe Markdown subset ------------------------------------------
+  // Code fences, `code`, **strong**, *emphasis*, [text](https://…) and bare http(s) links,
+  // built as DOM nodes from the text: nothing is parsed as HTML, and only http(s) URLs
+  // become links. The raw text is kept per element, so deltas can be appended to it.
+  const INLINE = /(`+)([^`\n]+?)\1|\*\*([^*\n]+?)\*\*|\*([^*\s](?:[^*\n]*[^*\s])?)\*|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)|(https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"])/g;
+  const FENCE = /^\s*```/;
+  const raw = new WeakMap();
+
+  function link(href, text) {
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = text;
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer';
+    return a;
+  }
+
+  function inline(into, text) {
+    let last = 0;
+    for (const m of text.matchAll(INLINE)) {
+      if (m.index > last) into.append(text.slice(last, m.index));
+      let node;
+      if (m[1]) {
+        node = document.createElement('code');
+        node.textContent = m[2];
+      } else if (m[3] || m[4]) {
+        node = document.createElement(m[3] ? 'strong' : 'em');
+        node.textContent = m[3] || m[4];
+      } else if (m[5]) {
+        node = link(m[6], m[5]);
+      } else {
+        node = link(m[7], m[7]);
+      }
+      into.append(node);
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) into.append(text.slice(last));
+  }
+
+  // Sets an assistant message's text; an unclosed fence (a reply still streaming) shows
+  // as code up to the end.
+  function setReply(el, text) {
+    raw.set(el, text);
+    el.textContent = '';
+    let prose = [];
+    let code = null;
+    const flushProse = () => {
+      if (prose.length) inline(el, prose.join('\n'));
+      prose = [];
+    };
+    const flushCode = () => {
+      const pre = document.createElement('pre');
+      const c = document.createElement('code');
+      c.textContent = code.join('\n');
+      pre.append(c);
+      el.append(pre);
+      code = null;
+    };
+    for (const line of text.split('\n')) {
+      if (FENCE.test(line)) {
+        if (code === null) {
+          flushProse();
+          code = [];
+        } else {
+          flushCode();
+        }
+      } else if (code === null) {
+        prose.push(line);
+      } else {
+        code.push(line);
+      }
+    }
+    flushProse();
+    if (code !== null) flushCode();
+  }
+
+  function appendReply(el, delta) {
+    setReply(el, (raw.get(el) || '') + delta);
+  }
+
   function bubble(role) {
     const el = document.createElement('article');
     el.className = 'msg ' + role;
@@ -424,7 +504,8 @@
       const role = m.role === 'user' || m.role === 'assistant' ? m.role : 'system';
       const el = bubble(role);
       if (m.__openclaw && m.__openclaw.runId) el.dataset.run = m.__openclaw.runId;
-      el.querySelector('.text').textContent = textOf(m.content);
+      if (role === 'assistant') setReply(el.querySelector('.text'), textOf(m.content));
+      else el.querySelector('.text').textContent = textOf(m.content);
       if (Array.isArray(m.content)) {
         for (const b of m.content) {
           if (b && b.type === 'toolCall') {
@@ -544,13 +625,13 @@
       switch (p.state) {
         case 'delta': {
           const t = p.message ? textOf(p.message.content) : null;
-          if (t != null) r.text.textContent = t;
-          else r.text.textContent += p.deltaText || '';
+          if (t != null) setReply(r.text, t);
+          else appendReply(r.text, p.deltaText || '');
           break;
         }
         case 'final': {
           const t = p.message ? textOf(p.message.content) : null;
-          if (t) r.text.textContent = t;
+          if (t) setReply(r.text, t);
           r.el.classList.remove('streaming');
           r.el.classList.add('done');
           endRun(p.runId);

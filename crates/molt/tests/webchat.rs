@@ -650,6 +650,92 @@ fn the_harness_sees_console_errors_exceptions_and_csp_violations() {
     );
 }
 
+/// What the newest reply bubble rendered, as data: the elements Markdown made and whether
+/// anything script-like got through.
+const REPLY_SHAPE: &str = "(() => { const t = [...document.querySelectorAll('.msg.assistant')].pop().querySelector('.text'); \
+     const all = (sel) => [...t.querySelectorAll(sel)].map((e) => e.textContent); \
+     return { strong: all('strong'), em: all('em'), code: all(':not(pre) > code'), pre: all('pre > code'), \
+       links: [...t.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.textContent, a.rel]), \
+       elements: [...t.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()).filter((n, i, a) => a.indexOf(n) === i).sort(), \
+       text: t.textContent, pwned: window.__pwned === 1 }; })()";
+
+#[test]
+fn replies_render_a_safe_markdown_subset_live_and_from_history() {
+    let fake = FakeModel::start_with_key(KEY);
+    let home = home_with(&fake, "");
+    let _gw = home.start();
+    let token = home.token();
+    let reply = "Run `ls -la`, then **check** the *output*:\n\
+                 ```sh\n\
+                 echo \"<b>not bold</b>\"\n\
+                 ```\n\
+                 Docs: [the guide](https://example.com/guide) or https://example.org/faq.\n\
+                 Not a link: [click](javascript:window.__pwned=1)\n\
+                 <img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=1</script>\n\
+                 2 * 3 * 4 stays as it is.";
+    // Streamed in pieces that split the markup, so deltas re-render partial Markdown.
+    let pieces: Vec<String> = reply
+        .as_bytes()
+        .chunks(7)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    fake.push(Reply::text_chunks(pieces).interval(Duration::from_millis(10)));
+    let browser = Chromium::launch();
+    let mut page = browser.open(390, 844);
+    sign_in(&mut page, home.port, &token);
+    send(&mut page, "show me");
+    page.wait_for("the reply", Duration::from_secs(20), LAST_REPLY_DONE);
+
+    let check = |shape: &serde_json::Value| {
+        assert_eq!(shape["strong"], json!(["check"]), "{shape}");
+        assert_eq!(shape["em"], json!(["output"]), "{shape}");
+        assert_eq!(shape["code"], json!(["ls -la"]), "{shape}");
+        assert_eq!(shape["pre"], json!(["echo \"<b>not bold</b>\""]), "{shape}");
+        assert_eq!(
+            shape["links"],
+            json!([
+                [
+                    "https://example.com/guide",
+                    "the guide",
+                    "noopener noreferrer"
+                ],
+                [
+                    "https://example.org/faq",
+                    "https://example.org/faq",
+                    "noopener noreferrer"
+                ]
+            ]),
+            "only http(s) URLs become links: {shape}"
+        );
+        assert_eq!(
+            shape["elements"],
+            json!(["a", "code", "em", "pre", "strong"]),
+            "no other element was made from the text: {shape}"
+        );
+        let text = shape["text"].as_str().unwrap();
+        assert!(text.contains("<script>window.__pwned=1</script>"), "{text}");
+        assert!(
+            text.contains("[click](javascript:window.__pwned=1)"),
+            "{text}"
+        );
+        assert!(text.contains("2 * 3 * 4 stays as it is."), "{text}");
+        assert_eq!(shape["pwned"], false);
+    };
+    check(&page.eval(REPLY_SHAPE));
+    page.screenshot(&artifact("markdown-390"));
+
+    // The same from history, after a reload.
+    page.navigate(&format!("http://127.0.0.1:{}/", home.port));
+    wait_connected(&mut page);
+    check(&page.eval(REPLY_SHAPE));
+    // Nothing overflows the phone width: a long code line scrolls inside its block.
+    assert_eq!(
+        page.eval("document.scrollingElement.scrollWidth <= window.innerWidth"),
+        true
+    );
+    assert_no_problems(&mut page);
+}
+
 #[test]
 fn history_pages_back_as_the_person_scrolls_up() {
     let fake = FakeModel::start_with_key(KEY);
