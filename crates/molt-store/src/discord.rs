@@ -236,19 +236,9 @@ impl Store {
     pub fn discord_pairing_list(&self) -> Result<Vec<DiscordPairingRequest>> {
         collect(
             &self.conn,
-            "SELECT code, user_id, username, created_at_ms, last_seen_ms, expires_at_ms
-             FROM discord_pairing WHERE expires_at_ms > ?1 ORDER BY created_at_ms",
+            &format!("{PAIRING_COLUMNS} WHERE expires_at_ms > ?1 ORDER BY created_at_ms"),
             [now_ms()],
-            |r| {
-                Ok(DiscordPairingRequest {
-                    code: r.get(0)?,
-                    user_id: r.get(1)?,
-                    username: r.get(2)?,
-                    created_at_ms: r.get(3)?,
-                    last_seen_ms: r.get(4)?,
-                    expires_at_ms: r.get(5)?,
-                })
-            },
+            pairing_row,
             "listing pairing requests",
         )
     }
@@ -259,25 +249,7 @@ impl Store {
     pub fn discord_pairing_approve(&mut self, code: &str) -> Result<Option<DiscordPairingRequest>> {
         let tx = self.write_tx().ctx("starting pairing approval")?;
         let now = now_ms();
-        let code = code.trim().to_ascii_uppercase();
-        let req = tx
-            .query_row(
-                "SELECT code, user_id, username, created_at_ms, last_seen_ms, expires_at_ms
-                 FROM discord_pairing WHERE code = ?1 AND expires_at_ms > ?2",
-                params![code, now],
-                |r| {
-                    Ok(DiscordPairingRequest {
-                        code: r.get(0)?,
-                        user_id: r.get(1)?,
-                        username: r.get(2)?,
-                        created_at_ms: r.get(3)?,
-                        last_seen_ms: r.get(4)?,
-                        expires_at_ms: r.get(5)?,
-                    })
-                },
-            )
-            .optional()
-            .ctx("finding the pairing request")?;
+        let req = pending_request(&tx, code, now)?;
         if let Some(r) = &req {
             tx.execute(
                 "INSERT OR REPLACE INTO discord_allowed(user_id, username, code, approved_at_ms)
@@ -289,6 +261,20 @@ impl Store {
                 .ctx("closing the pairing request")?;
         }
         tx.commit().ctx("committing the approval")?;
+        Ok(req)
+    }
+
+    /// Drops the pending request with `code` without approving its sender, which frees its
+    /// place among the pending ones; a later message from that sender asks again. Returns
+    /// the request, or `None` if no unexpired request has that code.
+    pub fn discord_pairing_dismiss(&mut self, code: &str) -> Result<Option<DiscordPairingRequest>> {
+        let tx = self.write_tx().ctx("starting pairing dismissal")?;
+        let req = pending_request(&tx, code, now_ms())?;
+        if let Some(r) = &req {
+            tx.execute("DELETE FROM discord_pairing WHERE code = ?1", [&r.code])
+                .ctx("dismissing the pairing request")?;
+        }
+        tx.commit().ctx("committing the dismissal")?;
         Ok(req)
     }
 
@@ -667,6 +653,36 @@ fn message_ids(id: i64, text: &str) -> Result<Vec<String>> {
             "discord_outbound row {id}: message_ids is not a JSON array of strings: {e}"
         ))
     })
+}
+
+const PAIRING_COLUMNS: &str = "SELECT code, user_id, username, created_at_ms, last_seen_ms, \
+     expires_at_ms FROM discord_pairing";
+
+fn pairing_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DiscordPairingRequest> {
+    Ok(DiscordPairingRequest {
+        code: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        created_at_ms: r.get(3)?,
+        last_seen_ms: r.get(4)?,
+        expires_at_ms: r.get(5)?,
+    })
+}
+
+/// The unexpired request with `code` (any case, surrounding space ignored).
+fn pending_request(
+    tx: &rusqlite::Transaction<'_>,
+    code: &str,
+    now: i64,
+) -> Result<Option<DiscordPairingRequest>> {
+    let code = code.trim().to_ascii_uppercase();
+    tx.query_row(
+        &format!("{PAIRING_COLUMNS} WHERE code = ?1 AND expires_at_ms > ?2"),
+        params![code, now],
+        pairing_row,
+    )
+    .optional()
+    .ctx("finding the pairing request")
 }
 
 fn note_seq(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<()> {

@@ -847,6 +847,27 @@ fn discord_pairing_codes_are_capped_and_approval_admits_the_sender() {
     assert!(store.discord_is_approved("u2").unwrap());
     assert!(store.discord_pairing_approve("CODE0002").unwrap().is_none());
     assert_eq!(store.discord_pairing_list().unwrap().len(), 2);
+
+    // Dismissed: not approved, and its place is free for the sender who was turned away.
+    let r = store
+        .discord_pairing_dismiss(" code0003 ")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.user_id, "u3");
+    assert!(!store.discord_is_approved("u3").unwrap());
+    assert!(store.discord_pairing_dismiss("CODE0003").unwrap().is_none());
+    assert!(store.discord_pairing_approve("CODE0003").unwrap().is_none());
+    let msg = DiscordInbound {
+        message_id: "m9",
+        channel_id: "dm",
+        author_id: "u4",
+    };
+    assert_eq!(
+        store
+            .discord_pairing_request(&msg, "u4", 3_600_000, 3, None, &mut code)
+            .unwrap(),
+        PairingOutcome::Created("CODE0004".into())
+    );
 }
 
 #[test]

@@ -268,8 +268,21 @@ fn a_dm_gets_a_reply_and_a_long_reply_comes_in_three_ordered_chunks_despite_a_42
     assert!(st.contains("channel   discord: connected"), "{st}");
 }
 
+/// The pairing code in the DM a stranger got.
+fn pairing_code(dm: &Posted) -> String {
+    dm.content
+        .split_whitespace()
+        .find(|t| {
+            t.len() == 8
+                && t.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+        .unwrap_or_else(|| panic!("no code in {:?}", dm.content))
+        .to_owned()
+}
+
 #[test]
-fn a_stranger_gets_a_pairing_code_and_is_answered_after_approval() {
+fn a_stranger_gets_a_pairing_code_and_is_answered_after_approval_or_kept_out_by_dismissal() {
     let w = world("", true);
     let _g = w.start();
     w.wait_connected();
@@ -277,16 +290,7 @@ fn a_stranger_gets_a_pairing_code_and_is_answered_after_approval() {
     let dm = w.discord.dm_channel_for(stranger);
     w.dm_from(stranger, "mallory", "let me in");
     let got = w.posted_in(&dm, 1, Duration::from_secs(30));
-    let code = got[0]
-        .content
-        .split_whitespace()
-        .find(|t| {
-            t.len() == 8
-                && t.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .unwrap_or_else(|| panic!("no code in {:?}", got[0].content))
-        .to_owned();
+    let code = pairing_code(&got[0]);
     assert!(!code.contains(['0', 'O', '1', 'I']), "{code}");
     assert_eq!(w.model.request_count(), 0, "no turn ran for the stranger");
 
@@ -294,6 +298,25 @@ fn a_stranger_gets_a_pairing_code_and_is_answered_after_approval() {
     assert_eq!(list["requests"][0]["requestId"], code.as_str(), "{list}");
     assert_eq!(list["requests"][0]["senderId"], stranger);
     assert_eq!(list["limits"]["pendingPerAccount"], 3);
+
+    // A second stranger's request is dismissed: they stay out, and their code is spent.
+    let other = "300000000000000078";
+    let other_dm = w.discord.dm_channel_for(other);
+    w.dm_from(other, "trudy", "me too");
+    let got = w.posted_in(&other_dm, 1, Duration::from_secs(30));
+    let other_code = pairing_code(&got[0]);
+    let out = w
+        .home
+        .cli_ok(&["pairing", "dismiss", &other_code.to_lowercase()]);
+    assert!(out.contains("dismissed") && out.contains(other), "{out}");
+    let list = w.home.cli_json(&["pairing", "list", "--json"]);
+    assert_eq!(list["requests"].as_array().unwrap().len(), 1, "{list}");
+    let out = w.home.cli(&["pairing", "approve", &other_code]);
+    assert!(!out.status.success(), "a dismissed code cannot be approved");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no pending pairing request"),
+        "{out:?}"
+    );
 
     let out = w.home.cli_ok(&["pairing", "approve", &code]);
     assert!(out.contains("approved"), "{out}");

@@ -1,10 +1,11 @@
-//! `channels.status`, `channels.pairing.list|approve` and `send`.
+//! `channels.status`, `channels.pairing.list|approve|dismiss` and `send`.
 
 use std::sync::Arc;
 
 use molt_protocol::frame::{ErrorShape, code};
 use molt_protocol::methods::channels::{
     ChannelsPairingApprove, ChannelsPairingApproveParams, ChannelsPairingApproveResult,
+    ChannelsPairingDismiss, ChannelsPairingDismissParams, ChannelsPairingDismissResult,
     ChannelsPairingList, ChannelsPairingListParams, ChannelsPairingListResult, ChannelsStatus,
     ChannelsStatusParams, ChannelsStatusResult, DEFAULT_ACCOUNT, PairingAccount, PairingLimits,
     PairingRequest, Send, SendParams, SendResult,
@@ -22,6 +23,7 @@ pub fn register(r: &mut Router, channels: &Arc<Channels>) {
         .on::<ChannelsStatus>(status)
         .on::<ChannelsPairingList>(pairing_list)
         .on::<ChannelsPairingApprove>(pairing_approve)
+        .on::<ChannelsPairingDismiss>(pairing_dismiss)
         .on::<Send>(send);
 }
 
@@ -122,14 +124,7 @@ async fn pairing_approve(
         .call(move |s| s.discord_pairing_approve(&code))
         .await
         .map_err(to_error_shape)?
-        .ok_or_else(|| {
-            ErrorShape::invalid(format!(
-                "no pending pairing request {}; `molt pairing list` shows the pending ones \
-                 (a code expires after an hour)",
-                p.request_id
-            ))
-            .with_details(json!({"code": "PAIRING_REQUEST_NOT_FOUND"}))
-        })?;
+        .ok_or_else(|| no_such_request(&p.request_id))?;
     tracing::info!(sender = %req.user_id, "discord: pairing approved");
     let notification = if p.notify.unwrap_or(false) {
         match d.notify_approved(&req.user_id).await {
@@ -151,6 +146,34 @@ async fn pairing_approve(
         } else {
             "not-requested".into()
         },
+    })
+}
+
+fn no_such_request(code: &str) -> ErrorShape {
+    ErrorShape::invalid(format!(
+        "no pending pairing request {code}; `molt pairing list` shows the pending ones (a code \
+         expires after an hour)"
+    ))
+    .with_details(json!({"code": "PAIRING_REQUEST_NOT_FOUND"}))
+}
+
+async fn pairing_dismiss(
+    c: Arc<Channels>,
+    _: Caller,
+    p: ChannelsPairingDismissParams,
+) -> Result<ChannelsPairingDismissResult, ErrorShape> {
+    let d = discord(&c, Some(&p.channel))?;
+    let code = p.request_id.clone();
+    let req = d
+        .store()
+        .call(move |s| s.discord_pairing_dismiss(&code))
+        .await
+        .map_err(to_error_shape)?
+        .ok_or_else(|| no_such_request(&p.request_id))?;
+    tracing::info!(sender = %req.user_id, "discord: pairing request dismissed");
+    Ok(ChannelsPairingDismissResult {
+        request_id: req.code,
+        sender_id: req.user_id,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Chat channels (Discord is the first): their state, DM pairing, and posting a message.
 //! The shapes are OpenClaw's (`ChannelsStatusResult`, `ChannelsPairingListResult`,
-//! `ChannelsPairingApproveParams`, `SendParams`); molt adds a few fields to an account's
+//! `ChannelsPairingApproveParams`, `ChannelsPairingDismissParams`, `SendParams`); molt adds a few fields to an account's
 //! status, which the schema allows.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,7 @@ crate::declare_methods! {
     /// Approves a pairing request: its sender may message the agent from now on. The
     /// schema's scope is "dynamic"; molt asks for write, as for its other dynamic methods.
     ChannelsPairingApprove = "channels.pairing.approve", Write, mutates, ChannelsPairingApproveParams => ChannelsPairingApproveResult;
+    ChannelsPairingDismiss = "channels.pairing.dismiss", Pairing, mutates, ChannelsPairingDismissParams => ChannelsPairingDismissResult;
     /// Posts a message to a channel target (`to`: a channel id, or `user:<id>` for a DM).
     Send = "send", Write, mutates, SendParams => SendResult;
 }
@@ -177,6 +178,22 @@ pub struct ChannelsPairingApproveResult {
 
 /// `SendParams`: the fields molt acts on (text to a channel); others are accepted and
 /// ignored.
+/// Drops a pending pairing request without approving its sender.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelsPairingDismissParams {
+    pub channel: String,
+    pub account_id: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelsPairingDismissResult {
+    pub request_id: String,
+    pub sender_id: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendParams {

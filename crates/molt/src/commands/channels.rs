@@ -1,5 +1,5 @@
-//! `molt channels status`, `molt pairing list|approve CODE` and `molt message send`: the chat
-//! channels (Discord) over the protocol.
+//! `molt channels status`, `molt pairing list|approve|dismiss CODE` and `molt message send`:
+//! the chat channels (Discord) over the protocol.
 
 use clap::{Args, Subcommand};
 use molt_client::ClientError;
@@ -8,8 +8,9 @@ use molt_config::Context;
 use molt_protocol::frame::code;
 use molt_protocol::methods::channels::{
     ChannelAccountStatus, ChannelsPairingApprove, ChannelsPairingApproveParams,
-    ChannelsPairingList, ChannelsPairingListParams, ChannelsStatus, ChannelsStatusParams,
-    DEFAULT_ACCOUNT, Send, SendParams,
+    ChannelsPairingDismiss, ChannelsPairingDismissParams, ChannelsPairingList,
+    ChannelsPairingListParams, ChannelsStatus, ChannelsStatusParams, DEFAULT_ACCOUNT, Send,
+    SendParams,
 };
 
 use crate::output::{Failure, print_json};
@@ -37,6 +38,14 @@ pub enum PairingCommand {
         /// Tell the sender by DM that they were approved.
         #[arg(long)]
         notify: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the request with pairing code CODE without approving its sender (it frees a
+    /// pending place; the sender gets a new code if they write again).
+    Dismiss {
+        /// The 8-character code the sender got.
+        code: String,
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +172,24 @@ pub fn exec_pairing(ctx: &Context, access: &Access, cmd: &PairingCommand) -> Res
                 println!(
                     "approved {}: sender {} may message the agent (notification: {})",
                     r.request_id, r.sender_id, r.notification
+                );
+            }
+        }
+        PairingCommand::Dismiss { code, json } => {
+            let p = ChannelsPairingDismissParams {
+                channel: "discord".into(),
+                account_id: DEFAULT_ACCOUNT.into(),
+                request_id: code.trim().to_ascii_uppercase(),
+            };
+            let r = with_client(ctx, access, async |c| {
+                Ok::<_, Failure>(c.request::<ChannelsPairingDismiss>(&p).await?)
+            })?;
+            if *json {
+                print_json(&r);
+            } else {
+                println!(
+                    "dismissed {}: sender {} was not approved",
+                    r.request_id, r.sender_id
                 );
             }
         }
