@@ -175,18 +175,7 @@ pub const AGENT_KEY: &str = "sk-bench";
 /// A config whose default agent model is `fake/fake-1`, an OpenAI-compatible provider at
 /// `base_url` (a `molt_fake_model::FakeModel`'s `openai_base_url()`), then `extra`.
 pub fn agent_config(base_url: &str, extra: &str) -> String {
-    format!(
-        r#"[models.providers.fake]
-api = "openai-completions"
-base_url = "{base_url}"
-api_key = "{AGENT_KEY}"
-[[models.providers.fake.models]]
-id = "fake-1"
-[agents.defaults]
-model = "fake/fake-1"
-{extra}
-"#
-    )
+    molt_test_support::fake_model_agent_config(base_url, AGENT_KEY, extra)
 }
 
 /// [`bench_home`] with [`agent_config`]; the config holds a key, so it is made 0600 (the

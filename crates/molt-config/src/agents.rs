@@ -311,7 +311,8 @@ impl AgentsConfig {
     }
 }
 
-fn expand_home(p: &str, home: &Path) -> PathBuf {
+/// `p` with a leading `~` or `~/` read as `home`; any other path as it is.
+pub fn expand_home(p: &str, home: &Path) -> PathBuf {
     match p.strip_prefix("~/") {
         Some(rest) => home.join(rest),
         None if p == "~" => home.to_owned(),

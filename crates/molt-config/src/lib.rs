@@ -14,7 +14,7 @@ pub mod tools;
 
 pub use agents::{
     AgentProfile, AgentSettings, AgentsConfig, CallLimits, MAIN_AGENT, ModelConfig, ModelRef,
-    ModelsConfig, ProviderApi, ProviderConfig,
+    ModelsConfig, ProviderApi, ProviderConfig, expand_home,
 };
 pub use context::{Context, Overrides};
 pub use control_ui::ControlUiConfig;

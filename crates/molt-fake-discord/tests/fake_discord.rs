@@ -138,6 +138,20 @@ fn http() -> reqwest::Client {
 
 const AUTH: &str = "Bot fake-bot-token";
 
+/// POSTs `body` to `url` as the bot and returns the JSON answer.
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    client
+        .post(url)
+        .header("authorization", AUTH)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Polls `cond` every few milliseconds until it holds; panics with `what` after the timeout.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
@@ -404,26 +418,8 @@ async fn the_same_nonce_twice_with_enforce_nonce_creates_one_message() {
     let url = format!("{}/channels/300/messages", discord.api_url());
     let client = http();
     let body = json!({"content": "reply", "nonce": "n-1", "enforce_nonce": true});
-    let a: Value = client
-        .post(&url)
-        .header("authorization", AUTH)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let b: Value = client
-        .post(&url)
-        .header("authorization", AUTH)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = post_json(&client, &url, &body).await;
+    let b = post_json(&client, &url, &body).await;
     assert_eq!(
         a["id"], b["id"],
         "the second post returns the first message"
@@ -435,16 +431,7 @@ async fn the_same_nonce_twice_with_enforce_nonce_creates_one_message() {
     assert_eq!(discord.post_attempts(), 2);
 
     // Without enforce_nonce, Discord creates a second message even with the same nonce.
-    let c: Value = client
-        .post(&url)
-        .header("authorization", AUTH)
-        .json(&json!({"content": "reply", "nonce": "n-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = post_json(&client, &url, &json!({"content": "reply", "nonce": "n-1"})).await;
     assert_ne!(c["id"], a["id"]);
     assert_eq!(discord.posted().len(), 2);
     assert_eq!(discord.post_requests().len(), 3);
@@ -560,16 +547,8 @@ async fn the_bots_own_posts_come_back_over_the_gateway_with_the_bot_as_author() 
     let mut gw = Gw::connect(&discord.gateway_url()).await;
     gw.ready().await;
     gw.dispatch("GUILD_CREATE").await;
-    let posted: Value = http()
-        .post(format!("{}/channels/300/messages", discord.api_url()))
-        .header("authorization", AUTH)
-        .json(&json!({"content": "my reply"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let messages = format!("{}/channels/300/messages", discord.api_url());
+    let posted = post_json(&http(), &messages, &json!({"content": "my reply"})).await;
     let echo = gw.dispatch("MESSAGE_CREATE").await;
     assert_eq!(echo["d"]["id"], posted["id"]);
     assert_eq!(echo["d"]["author"]["id"], "100000000000000001");
@@ -577,13 +556,7 @@ async fn the_bots_own_posts_come_back_over_the_gateway_with_the_bot_as_author() 
     assert_eq!(echo["d"]["guild_id"], "200");
 
     discord.set_echo_own_messages(false);
-    http()
-        .post(format!("{}/channels/300/messages", discord.api_url()))
-        .header("authorization", AUTH)
-        .json(&json!({"content": "quiet"}))
-        .send()
-        .await
-        .unwrap();
+    post_json(&http(), &messages, &json!({"content": "quiet"})).await;
     let id = discord.send_message(dm(&discord.dm_channel_for("500"), "next"));
     assert_eq!(
         gw.dispatch("MESSAGE_CREATE").await["d"]["id"],
@@ -644,16 +617,12 @@ async fn rest_serves_the_gateway_the_bot_channels_dms_typing_and_rate_limit_head
     );
     assert_eq!(get("/channels/999").await.unwrap().status(), 404);
 
-    let dm: Value = client
-        .post(format!("{api}/users/@me/channels"))
-        .header("authorization", AUTH)
-        .json(&json!({"recipient_id": "500"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dm = post_json(
+        &client,
+        &format!("{api}/users/@me/channels"),
+        &json!({"recipient_id": "500"}),
+    )
+    .await;
     assert_eq!(dm["type"], 1);
     assert_eq!(dm["recipients"][0]["id"], "500");
     assert_eq!(

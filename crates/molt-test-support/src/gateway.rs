@@ -355,16 +355,13 @@ pub fn run_state(home: &Home, id: &str) -> Value {
     home.cli_json(&["tasks", "get", id, "--json"])
 }
 
-/// A molt.toml for tests of the agent: the default model is `fake/fake-1` on an
-/// OpenAI-compatible fake at `base_url` with `key` inline (so use [`Home::new_private`]), the
-/// stop budget is 4 s, and `extra` is appended (later tables may extend the provider's, such
-/// as `[models.providers.fake.limits]`).
-pub fn fake_model_config(base_url: &str, key: &str, extra: &str) -> String {
+/// The agent's part of a molt.toml: the default model is `fake/fake-1` on an
+/// OpenAI-compatible fake at `base_url` with `key` inline (so use [`Home::new_private`]), and
+/// `extra` is appended (later tables may extend the provider's, such as
+/// `[models.providers.fake.limits]`). No `[gateway]` table: `extra` may bring one.
+pub fn fake_model_agent_config(base_url: &str, key: &str, extra: &str) -> String {
     format!(
-        r#"
-[gateway]
-stop_budget_ms = 4000
-[models.providers.fake]
+        r#"[models.providers.fake]
 api = "openai-completions"
 base_url = "{base_url}"
 api_key = "{key}"
@@ -374,5 +371,13 @@ id = "fake-1"
 model = "fake/fake-1"
 {extra}
 "#
+    )
+}
+
+/// A molt.toml for tests of the agent: [`fake_model_agent_config`] with a stop budget of 4 s.
+pub fn fake_model_config(base_url: &str, key: &str, extra: &str) -> String {
+    format!(
+        "[gateway]\nstop_budget_ms = 4000\n{}",
+        fake_model_agent_config(base_url, key, extra)
     )
 }

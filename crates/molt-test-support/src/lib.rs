@@ -19,7 +19,9 @@ mod systemd;
 mod variant;
 
 pub use browser::{Chromium, Page, chromium_path};
-pub use gateway::{Gateway, Home, attempt_aware, fake_model_config, run_state};
+pub use gateway::{
+    Gateway, Home, attempt_aware, fake_model_agent_config, fake_model_config, run_state,
+};
 pub use net::{free_port, http_get, http_status, readyz_pid};
 pub use poll::{poll, wait_for, wait_for_every};
 pub use procs::{

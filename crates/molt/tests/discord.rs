@@ -122,6 +122,19 @@ impl World {
         s["channelAccounts"]["discord"][0].clone()
     }
 
+    /// Waits until the channel reports an error (`what` says which), and returns its status.
+    fn wait_error(&self, what: &str) -> Value {
+        wait_for_every(
+            what,
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let s = self.status();
+                s["lastError"].is_string().then_some(s)
+            },
+        )
+    }
+
     /// Waits until the channel is connected.
     fn wait_connected(&self) -> Value {
         wait_for_every(
@@ -444,15 +457,7 @@ fn a_bad_token_shows_a_clear_error_in_channels_status_and_the_gateway_keeps_serv
     let w = world("token_env = \"MOLT_TEST_DISCORD_TOKEN\"", false);
     let wrong = "not-the-bot-token-2b7d";
     let _g = w.start_with_env(&[("MOLT_TEST_DISCORD_TOKEN", wrong)]);
-    let s = wait_for_every(
-        "the channel reports the bad token",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let s = w.status();
-            s["lastError"].is_string().then_some(s)
-        },
-    );
+    let s = w.wait_error("the channel reports the bad token");
     let err = s["lastError"].as_str().unwrap();
     assert!(err.contains("token"), "{err}");
     assert!(!err.contains(wrong), "the token is never shown: {err}");
@@ -547,15 +552,7 @@ fn the_token_never_reaches_logs_or_state_and_a_readable_config_holding_it_is_ref
     std::fs::write(w.home.config_path(), cfg).unwrap();
     std::fs::set_permissions(w.home.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let _g2 = w.start();
-    let s = wait_for_every(
-        "the channel refuses the readable config",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let s = w.status();
-            s["lastError"].is_string().then_some(s)
-        },
-    );
+    let s = w.wait_error("the channel refuses the readable config");
     let err = s["lastError"].as_str().unwrap();
     assert!(err.contains("chmod 600"), "{err}");
     assert_eq!(s["connected"], false);

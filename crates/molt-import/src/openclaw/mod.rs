@@ -8,6 +8,7 @@ mod sqlite;
 
 use std::path::{Path, PathBuf};
 
+use molt_config::expand_home;
 use serde_json::Value;
 
 use crate::ImportError;
@@ -77,14 +78,6 @@ pub struct Source {
     /// `(what, why)` for sessions and files not imported.
     pub session_skips: Vec<(String, String)>,
     pub jobs: cron::SourceJobs,
-}
-
-fn expand_home(p: &str, home: &Path) -> PathBuf {
-    match p.strip_prefix("~/") {
-        Some(rest) => home.join(rest),
-        None if p == "~" => home.to_owned(),
-        None => PathBuf::from(p),
-    }
 }
 
 impl Source {
